@@ -1,0 +1,81 @@
+"""The Rooms server: `RoomsEnvironment` over HTTP and WebSocket via OpenEnv's `create_app`.
+
+Run it with `uv run server`, `python -m rooms.server.app`, or from the project
+directory with `uvicorn server.app:app`. Settings come from the environment:
+
+- `MAX_CONCURRENT_ENVS`: WebSocket sessions served at once (default 64).
+- `SESSION_TIMEOUT_S`: reap sessions idle this long (default: never).
+- `ENABLE_WEB_INTERFACE`: `true` serves the Gradio playground at `/web`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from importlib import resources
+from typing import Optional, Sequence
+
+import uvicorn
+from openenv.core.env_server.http_server import create_app
+from openenv.core.env_server.types import ConcurrencyConfig
+
+from rooms.models import RoomsAction, RoomsObservation
+from rooms.server.rooms_environment import RoomsEnvironment
+
+DEFAULT_MAX_CONCURRENT_ENVS = 64
+
+
+def _positive_number_from_env(name: str, default: Optional[str], convert: type) -> Optional[float]:
+    raw = os.environ.get(name, default)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = convert(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise SystemExit(f"{name} must be a positive {convert.__name__}, got {raw!r}")
+    return value
+
+
+def concurrency_config_from_env() -> ConcurrencyConfig:
+    """Build the session limits from `MAX_CONCURRENT_ENVS` and `SESSION_TIMEOUT_S`."""
+    return ConcurrencyConfig(
+        max_concurrent_envs=_positive_number_from_env(
+            "MAX_CONCURRENT_ENVS", str(DEFAULT_MAX_CONCURRENT_ENVS), int
+        ),
+        session_timeout=_positive_number_from_env("SESSION_TIMEOUT_S", None, float),
+    )
+
+
+# The /web page reads the README from this path when it is given a class.
+os.environ.setdefault("ENV_README_PATH", str(resources.files("rooms").joinpath("README.md")))
+
+app = create_app(
+    RoomsEnvironment,
+    RoomsAction,
+    RoomsObservation,
+    env_name="rooms",
+    concurrency_config=concurrency_config_from_env(),
+)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Command-line options of the `server` script."""
+    parser = argparse.ArgumentParser(prog="server", description="Serve the Rooms environment.")
+    parser.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"), help="bind address (env HOST, default 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")), help="port (env PORT, default 8000)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--reload", action="store_true", help="restart on code changes (development)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Entry point of the `server` console script."""
+    args = parse_args(argv)
+    target = "rooms.server.app:app" if args.reload or args.workers > 1 else app
+    uvicorn.run(target, host=args.host, port=args.port, workers=args.workers, reload=args.reload)
+
+
+if __name__ == "__main__":
+    main()
