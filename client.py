@@ -11,6 +11,7 @@ of the latency.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import threading
 from collections.abc import Coroutine
@@ -25,6 +26,9 @@ from websockets.protocol import State as SocketState
 from websockets.sync.client import ClientConnection, connect
 
 from rooms.models import RoomsAction, RoomsObservation
+
+# websockets >= 17 warns when a connection is held without `with`, unless asked for directly.
+_DIRECT_CONNECTION = {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
 
 
 class RoomsEnv(EnvClient[RoomsAction, RoomsObservation, State]):
@@ -67,6 +71,14 @@ class RoomsEnv(EnvClient[RoomsAction, RoomsObservation, State]):
         if self._sync_client is None:
             self._sync_client = RoomsSyncEnv(self)
         return self._sync_client
+
+    async def _send_and_receive(self, message: Dict[str, Any]) -> Dict[str, Any]:
+        try:
+            await self._send(message)
+        except ConnectionClosed:
+            # A refused session sends an error frame, then closes; read the frame.
+            pass
+        return raise_for_server_error(await self._receive())
 
     def _blocking(self) -> Optional["RoomsSyncEnv"]:
         """The sync client when called from synchronous code, else None.
@@ -159,6 +171,24 @@ class RoomsEnv(EnvClient[RoomsAction, RoomsObservation, State]):
         )
 
 
+def raise_for_server_error(response: Dict[str, Any]) -> Dict[str, Any]:
+    """Return `response`, or raise `RuntimeError` saying what the server refused and why.
+
+    The text starts as openenv's client words it, `Server error: <message>
+    (code: <code>)`, followed by each validation problem the server listed.
+    """
+    if response.get("type") != "error":
+        return response
+    error = response.get("data", {})
+    text = f"Server error: {error.get('message', 'Unknown error')} (code: {error.get('code', 'UNKNOWN')})"
+    problems = [
+        f"{'.'.join(str(part) for part in problem.get('loc', ())) or 'frame'}: {problem.get('msg', problem)}"
+        for problem in error.get("errors", ())
+        if isinstance(problem, dict)
+    ]
+    raise RuntimeError("; ".join([text, *problems]))
+
+
 class RoomsSyncEnv(SyncEnvClient[RoomsAction, RoomsObservation, State]):
     """The synchronous form of `RoomsEnv`, talking over a blocking WebSocket.
 
@@ -247,6 +277,7 @@ class RoomsSyncEnv(SyncEnvClient[RoomsAction, RoomsObservation, State]):
                 ping_interval=client._websocket_ping_interval_s,
                 ping_timeout=client._websocket_ping_timeout_s,
                 additional_headers=client._headers,
+                **_DIRECT_CONNECTION,
                 **({"proxy": None} if _is_localhost_ws_url(ws_url) else {}),
             )
         except Exception as e:
@@ -270,14 +301,7 @@ class RoomsSyncEnv(SyncEnvClient[RoomsAction, RoomsObservation, State]):
                 self._closing = threading.Thread(target=_quiet_close, args=(ws,), daemon=True)
                 self._closing.start()
                 raise asyncio.TimeoutError() from None
-        response = json.loads(raw)
-        if response.get("type") == "error":
-            error = response.get("data", {})
-            raise RuntimeError(
-                f"Server error: {error.get('message', 'Unknown error')} "
-                f"(code: {error.get('code', 'UNKNOWN')})"
-            )
-        return response
+        return raise_for_server_error(json.loads(raw))
 
     def _join_closing(self) -> None:
         if self._closing is not None:

@@ -188,7 +188,7 @@ def _self_check() -> int:
         ok = actual == expected
         failures += not ok
         print(f"{'ok  ' if ok else 'FAIL'} {name}" + ("" if ok else f": got {actual!r}"))
-    print(f"{len(checks) - failures} passed, {failures} failed")
+    print(f"{len(checks) - failures} checks passed, {failures} failed")
     return failures
 
 

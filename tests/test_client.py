@@ -1,0 +1,264 @@
+"""RoomsEnv against a live server: every usage form, concurrency, and parity of
+the synchronous transport with openenv's own client (results and exceptions)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import pytest
+from openenv.core.env_client import EnvClient
+from openenv.core.env_server.types import State
+from openenv.core.sync_client import SyncEnvClient
+
+from rooms import RoomsAction, RoomsEnv, RoomsObservation, RoomsSyncEnv
+from tests.conftest import free_port
+
+# --- the three ways to drive a session --------------------------------------------------
+
+
+def _outcome(call: Callable[[], Any]) -> Any:
+    """A call's result, or its exception as (type, text)."""
+    try:
+        return call()
+    except Exception as exc:  # noqa: BLE001 - the exception is the outcome
+        return (type(exc), str(exc))
+
+
+def run_sync(url: str, script: Callable, **client_kwargs) -> list:
+    """Run `script(do)` on a RoomsEnv called from synchronous code (the fast path)."""
+    env = RoomsEnv(base_url=url, **client_kwargs)
+    try:
+        return script(lambda name, *args, **kw: _outcome(lambda: getattr(env, name)(*args, **kw)))
+    finally:
+        env.close()
+
+
+def run_openenv_sync(url: str, script: Callable, **client_kwargs) -> list:
+    """The same through openenv's own SyncEnvClient wrapper: the reference behaviour."""
+    env = EnvClient.sync(RoomsEnv(base_url=url, **client_kwargs))
+    assert type(env) is SyncEnvClient
+    try:
+        return script(lambda name, *args, **kw: _outcome(lambda: getattr(env, name)(*args, **kw)))
+    finally:
+        env.close()
+
+
+def run_async(url: str, script: Callable, **client_kwargs) -> list:
+    """The same with `await` on one event loop."""
+
+    async def main() -> list:
+        env = RoomsEnv(base_url=url, **client_kwargs)
+        loop = asyncio.get_running_loop()
+
+        def do(name, *args, **kw):
+            async def call():
+                return await getattr(env, name)(*args, **kw)
+
+            # The script is synchronous; run each awaited call to completion in a helper thread's view.
+            return _outcome(lambda: asyncio.run_coroutine_threadsafe(call(), loop).result())
+
+        try:
+            return await loop.run_in_executor(None, script, do)
+        finally:
+            await env.close()
+
+    return asyncio.run(main())
+
+
+FORMS = {"sync": run_sync, "openenv-sync": run_openenv_sync, "async": run_async}
+
+
+def episode(do) -> list:
+    return [
+        do("reset", episode_id="parity"),
+        do("step", RoomsAction(message="Hello, World!")),
+        do("step", RoomsAction(message="日本語 👋🏽")),
+        do("state"),
+    ]
+
+
+# --- usage forms --------------------------------------------------------------------------
+
+
+def test_context_manager(base_url):
+    with RoomsEnv(base_url=base_url) as env:
+        assert env.reset().observation.echoed_message == "Rooms environment ready!"
+        result = env.step(RoomsAction(message="abc"))
+    assert isinstance(result.observation, RoomsObservation)
+    assert (result.observation.echoed_message, result.observation.message_length) == ("abc", 3)
+    assert result.reward == result.observation.reward == 0.3
+    assert result.done is result.observation.done is False
+    assert result.metadata == result.observation.metadata == {"original_message": "abc", "step": 1}
+
+
+def test_plain_client_without_with(base_url):
+    env = RoomsEnv(base_url=base_url)
+    env.reset(episode_id="plain")
+    assert env.step(RoomsAction(message="Hello!")).reward == 0.6
+    assert env.state() == State(episode_id="plain", step_count=1)
+    env.close()
+
+
+def test_explicit_sync_client(base_url):
+    client = RoomsEnv(base_url=base_url).sync()
+    assert isinstance(client, RoomsSyncEnv)
+    with client:
+        assert client.step(RoomsAction(message="Hi")).reward == 0.2
+        assert client.state().step_count == 1
+
+
+async def test_async_with_and_await(base_url):
+    async with RoomsEnv(base_url=base_url) as env:
+        await env.reset(episode_id="async")
+        result = await env.step(RoomsAction(message="Hello"))
+        assert (result.reward, result.observation.metadata["step"]) == (0.5, 1)
+        assert await env.state() == State(episode_id="async", step_count=1)
+
+
+def test_a_client_used_with_await_can_be_handed_to_sync_code(base_url):
+    env = asyncio.run(_connected(base_url))
+    assert env.step(RoomsAction(message="handed over")).reward == 1.1
+    env.close()
+
+
+async def _connected(base_url: str) -> RoomsEnv:
+    env = RoomsEnv(base_url=base_url)
+    await env.connect()
+    await env.reset()
+    return env
+
+
+def test_new_session_is_a_separate_episode(base_url):
+    with RoomsEnv(base_url=base_url).sync() as parent:
+        parent.reset(episode_id="parent")
+        child = parent.new_session()
+        child.reset(episode_id="child")
+        child.step(RoomsAction(message="x"))
+        assert parent.state() == State(episode_id="parent", step_count=0)
+        assert child.state() == State(episode_id="child", step_count=1)
+
+
+# --- parity of results and exceptions -----------------------------------------------------
+
+
+def _comparable(outcomes: list) -> list:
+    """Outcomes with the per-session random parts left out."""
+    return [o.model_dump() if hasattr(o, "model_dump") else o for o in outcomes]
+
+
+def test_all_forms_give_the_same_results(base_url):
+    outcomes = {form: _comparable(run(base_url, episode)) for form, run in FORMS.items()}
+    assert outcomes["sync"] == outcomes["openenv-sync"] == outcomes["async"]
+    reset, hello, unicode, state = FORMS["sync"](base_url, episode)
+    assert (hello.reward, unicode.observation.message_length, state.step_count) == (1.3, 6, 2)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_unreachable_server_raises_connection_error(form):
+    url = f"http://127.0.0.1:{free_port()}"
+    [outcome] = FORMS[form](url, lambda do: [do("reset")])
+    exc_type, text = outcome
+    assert issubclass(exc_type, ConnectionError)
+    assert text.startswith(f"Failed to connect to ws://127.0.0.1:{url.rsplit(':', 1)[1]}/ws:")
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_server_validation_error_says_what_was_wrong(server_factory, form):
+    server = server_factory(env={"ROOMS_MAX_MESSAGE_LENGTH": "5"})
+    outcomes = FORMS[form](server.url, lambda do: [do("step", RoomsAction(message="123456")), do("state")])
+    assert outcomes[0] == (
+        RuntimeError,
+        "Server error: Invalid message (code: VALIDATION_ERROR); message: String should have at most 5 characters",
+    )
+    assert outcomes[1].step_count == 0  # the session survived the refusal
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_capacity_reached_names_the_limit(server_factory, form):
+    server = server_factory(env={"MAX_CONCURRENT_ENVS": "1"})
+    with RoomsEnv(base_url=server.url) as holder:
+        holder.reset()
+        [outcome] = FORMS[form](server.url, lambda do: [do("reset")])
+    assert outcome == (
+        RuntimeError,
+        "Server error: Server at capacity: 1/1 sessions active. Cannot accept new connections. "
+        "(code: CAPACITY_REACHED)",
+    )
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_a_timeout_raises_timeout_error_and_the_next_call_works(base_url, form):
+    def script(do):
+        first = do("reset")
+        return [first, do("step", RoomsAction(message="slow enough")), do("state")]
+
+    outcomes = FORMS[form](base_url, script, message_timeout_s=1e-9)
+    assert outcomes[1][0] is TimeoutError
+    outcomes = FORMS[form](base_url, script, message_timeout_s=10)
+    assert outcomes[1].reward == 1.1
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_server_restart_mid_episode(server_factory, form):
+    """While the server is down: a clear ConnectionError. Once it is back: a new session."""
+    server = server_factory()
+
+    def script(do):
+        before = do("step", RoomsAction(message="before"))
+        server.stop(signal.SIGKILL)
+        down = do("step", RoomsAction(message="while down"))
+        server_factory(port=server.port)
+        after = [do("reset", episode_id="after"), do("step", RoomsAction(message="after")), do("state")]
+        return [before, down, *after]
+
+    before, down, reset, after, state = FORMS[form](server.url, script)
+    assert before.reward == 0.6
+    assert issubclass(down[0], ConnectionError), down
+    assert f"Failed to connect to ws://127.0.0.1:{server.port}/ws" in down[1]
+    assert (after.reward, state) == (0.5, State(episode_id="after", step_count=1))
+
+
+# --- concurrency ----------------------------------------------------------------------------
+
+
+def test_four_threads_each_with_its_own_session(base_url):
+    def run_episode(client_id: int):
+        with RoomsEnv(base_url=base_url) as env:
+            env.reset(episode_id=f"thread-{client_id}")
+            for i in range(10):
+                result = env.step(RoomsAction(message=f"Client {client_id}, step {i}"))
+            return client_id, result.observation.echoed_message, env.state()
+
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        results = list(executor.map(run_episode, range(4)))
+    for client_id, echoed, state in results:
+        assert echoed == f"Client {client_id}, step 9"
+        assert state == State(episode_id=f"thread-{client_id}", step_count=10)
+
+
+async def test_sixteen_async_sessions_stay_isolated(base_url):
+    async def session(n: int):
+        async with RoomsEnv(base_url=base_url) as env:
+            await env.reset(episode_id=f"session-{n}")
+            for i in range(n + 1):  # a different number of steps per session
+                result = await env.step(RoomsAction(message="s" * n))
+                await asyncio.sleep(0)
+            return n, result, await env.state()
+
+    results = await asyncio.gather(*(session(n) for n in range(16)))
+    for n, result, state in results:
+        assert result.observation.message_length == n
+        assert result.reward == n / 10
+        assert state == State(episode_id=f"session-{n}", step_count=n + 1)
+
+
+def test_closing_a_session_frees_its_slot(server_factory):
+    server = server_factory(env={"MAX_CONCURRENT_ENVS": "1"})
+    for _ in range(3):
+        with RoomsEnv(base_url=server.url) as env:
+            assert env.step(RoomsAction(message="turn")).reward == 0.4
+        time.sleep(0.05)
