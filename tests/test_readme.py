@@ -1,0 +1,113 @@
+"""Every README code block runs, as its marker says (see tests/readme_blocks.py)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from tests.conftest import ROOT, free_port, start_server
+from tests.readme_blocks import KINDS, Block, fence_count, readme_blocks, readme_text
+
+
+def run_python(code: str, timeout: float = 180) -> str:
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"block failed:\n{code}\n--- stderr ---\n{result.stderr}"
+    return result.stdout
+
+
+def assert_prints_what_it_promises(block: Block, stdout: str) -> None:
+    for pattern in block.expected_output():
+        assert any(pattern.fullmatch(line) for line in stdout.splitlines()), (
+            f"README promises a line matching {pattern.pattern!r}; the block printed:\n{stdout}"
+        )
+
+
+def test_every_fenced_block_is_marked_with_a_known_kind():
+    blocks = readme_blocks()
+    assert len(blocks) == fence_count(), "a fenced block in README.md has no <!-- readme-test: KIND --> marker"
+    assert {b.kind for b in blocks} <= set(KINDS)
+
+
+def test_readme_starts_with_the_space_card_then_the_two_commands():
+    text = readme_text()
+    assert text.startswith(
+        "---\ntitle: Rooms Environment Server\nemoji: 🏉\ncolorFrom: yellow\ncolorTo: yellow\nsdk: docker\n"
+        "pinned: false\napp_port: 8000\nbase_path: /web\ntags:\n  - openenv\n---\n"
+    )
+    first_two = readme_blocks()[:2]
+    assert [(b.kind, b.code) for b in first_two] == [("server-command", "uv run server\n"), ("test-command", "uv run pytest\n")]
+
+
+@pytest.mark.parametrize("block", readme_blocks("python"), ids=lambda b: b.id)
+def test_python_block(block):
+    assert_prints_what_it_promises(block, run_python(block.code))
+
+
+@pytest.mark.parametrize("block", readme_blocks("live-server"), ids=lambda b: b.id)
+def test_live_server_block(block, live_server):
+    assert "http://localhost:8000" in block.code
+    stdout = run_python(block.code.replace("http://localhost:8000", live_server.url))
+    assert_prints_what_it_promises(block, stdout)
+
+
+@pytest.mark.parametrize("block", readme_blocks("server-command"), ids=lambda b: b.id)
+def test_server_command_block(block, tmp_path):
+    [command] = [line for line in block.code.splitlines() if line and not line.startswith("#")]
+    port = free_port()
+    command = re.sub(r"--port \d+", f"--port {port}", command)
+    assignments = {}
+    words = shlex.split(command)
+    while "=" in words[0]:
+        name, value = words.pop(0).split("=", 1)
+        assignments[name] = value
+    env = {**assignments, "PORT": str(port), "UVICORN_PORT": str(port)}
+    server = start_server(tmp_path, command=words, env=env, port=port)
+    try:
+        assert requests.get(f"{server.url}/metadata").json()["name"] == "Rooms"
+        if assignments.get("ENABLE_WEB_INTERFACE") == "true":
+            assert requests.get(f"{server.url}/web/").status_code == 200
+    finally:
+        server.stop()
+
+
+def test_test_command_block_is_what_ci_runs():
+    [block] = readme_blocks("test-command")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(rf"^\s*{re.escape(block.code.strip())}\b", ci, re.M), ".ci/run must run the README's test command"
+    assert os.environ.get("PYTEST_CURRENT_TEST")  # and this suite is that command running
+
+
+@pytest.mark.parametrize("block", readme_blocks("shell"), ids=lambda b: b.id)
+def test_shell_block(block):
+    result = subprocess.run(["bash", "-euc", block.code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("block", readme_blocks("app-excerpt"), ids=lambda b: b.id)
+def test_app_excerpt_block_is_what_the_app_does(block):
+    assert block.code in (ROOT / "server" / "app.py").read_text()
+
+
+def test_layout_block_lists_real_paths():
+    [block] = readme_blocks("layout")
+    stack: list[tuple[int, str]] = []
+    checked = 0
+    for line in block.code.splitlines()[1:]:
+        match = re.match(r"^([│ ]*)[├└]── (\S+)", line)
+        if not match:
+            continue
+        depth = len(match[1]) // 4
+        stack = stack[:depth]
+        name = match[2]
+        path = ROOT.joinpath(*[p for _, p in stack], name.rstrip("/"))
+        assert path.exists(), f"README lists {path.relative_to(ROOT)}, which does not exist"
+        checked += 1
+        if name.endswith("/"):
+            stack.append((depth, name.rstrip("/")))
+    assert checked >= 12
