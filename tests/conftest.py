@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -61,11 +62,11 @@ class LiveServer:
             self.stopped = True
 
 
-def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
-    """Poll `/health` until it answers 200, failing early if the process dies."""
+def wait_until_healthy(url: str, process: Optional[subprocess.Popen] = None, timeout: float = 90.0) -> None:
+    """Poll `/health` until it answers 200, failing early if the server's process dies."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if process is not None and process.poll() is not None:
             raise RuntimeError(f"server exited with code {process.returncode} before answering")
         try:
             if requests.get(f"{url}/health", timeout=1).status_code == 200:
@@ -139,3 +140,78 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
 @pytest.fixture
 def base_url(live_server: LiveServer) -> str:
     return live_server.url
+
+
+# --- optional tools: skipped with a reason on a laptop, required in CI ------------------
+
+
+def require(available: bool, how_to_enable: str) -> None:
+    """Skip (or, under CI=true, fail) a test whose tool is missing."""
+    if available:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run this test: {how_to_enable}")
+    pytest.skip(how_to_enable)
+
+
+def docker_engine_running() -> bool:
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def docker(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+BASE_IMAGE = "ghcr.io/meta-pytorch/openenv-base:latest"
+IMAGE = "rooms-env:latest"
+
+
+@dataclass
+class BuiltImage:
+    name: str
+    build_seconds: float
+    size_bytes: int
+
+
+@pytest.fixture(scope="session")
+def docker_available() -> None:
+    require(docker_engine_running(), "needs a Docker engine: as root, `apt-get install docker.io` and start `dockerd`")
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_available) -> str:
+    """OpenEnv's base image: pulled if a registry answers, else built offline by the README's recipe."""
+    if docker("image", "inspect", BASE_IMAGE, check=False).returncode == 0:
+        return BASE_IMAGE
+    if docker("pull", BASE_IMAGE, check=False, timeout=300).returncode == 0:
+        return BASE_IMAGE
+    from tests.readme_blocks import readme_blocks
+
+    [recipe] = [b for b in readme_blocks("docker") if "local-base-image.sh" in b.code]
+    command = recipe.code.strip()
+    if os.geteuid() == 0:
+        command = command.removeprefix("sudo ")  # already root; sudo may not be installed
+    require(shutil.which("debootstrap") is not None, "needs debootstrap to build the base image offline")
+    result = subprocess.run(["bash", "-euc", command], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return BASE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def built_image(base_image) -> BuiltImage:
+    """`rooms-env:latest`, built by the README's own `docker build` command."""
+    from tests.readme_blocks import readme_blocks
+
+    [build] = [b for b in readme_blocks("docker") if "docker build" in b.code]
+    started = time.monotonic()
+    result = subprocess.run(["bash", "-euc", build.code], cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    seconds = time.monotonic() - started
+    size = int(docker("image", "inspect", IMAGE, "--format", "{{.Size}}").stdout)
+    return BuiltImage(IMAGE, seconds, size)

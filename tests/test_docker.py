@@ -1,0 +1,123 @@
+"""server/Dockerfile for real: build, run, health, the README's Docker blocks, from_hub."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from contextlib import ExitStack
+
+import pytest
+import requests
+from websockets.sync.client import connect
+
+from tests.conftest import IMAGE, ROOT, docker, free_port, wait_until_healthy
+from tests.readme_blocks import Block, readme_blocks
+from tests.test_readme import assert_prints_what_it_promises, run_python
+
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def containers_of(image: str) -> set[str]:
+    return set(docker("ps", "-a", "--filter", f"ancestor={image}", "--format", "{{.ID}}").stdout.split())
+
+
+def docker_block(text: str) -> Block:
+    [block] = [b for b in readme_blocks("docker") if text in b.code]
+    return block
+
+
+@pytest.fixture
+def container(built_image):
+    """A detached container of the image on a free port."""
+    port = free_port()
+    name = f"rooms-test-{port}"
+    docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8000", built_image.name)
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", timeout=120)
+        yield name, f"http://127.0.0.1:{port}"
+    finally:
+        docker("rm", "-f", name, check=False)
+
+
+def test_image_is_built_by_the_readme_command(built_image):
+    ARTIFACTS.mkdir(exist_ok=True)
+    figures = {"image": built_image.name, "size_mb": round(built_image.size_bytes / 1e6), "build_seconds": round(built_image.build_seconds)}
+    (ARTIFACTS / "docker-image.json").write_text(json.dumps(figures, indent=2))
+    print(f"\n{figures}")
+    assert built_image.size_bytes < 800e6, figures
+
+
+def test_virtual_environment_is_shipped_once(built_image):
+    listing = docker("run", "--rm", built_image.name, "sh", "-c", "ls -d /app/.venv /app/env/.venv 2>&1 || true").stdout
+    assert "/app/.venv" in listing and "cannot access '/app/env/.venv'" in listing
+    layers = [int(size) for size in docker("history", "--no-trunc", "--format", "{{.Size}}", "--human=false", built_image.name).stdout.split()]
+    base_layers = [int(s) for s in docker("history", "--format", "{{.Size}}", "--human=false", "ghcr.io/meta-pytorch/openenv-base:latest").stdout.split()]
+    big_layers_added = [size for size in layers[: len(layers) - len(base_layers)] if size > 50e6]
+    assert len(big_layers_added) == 1, layers
+
+
+def test_container_answers_and_reports_healthy(container):
+    name, url = container
+    assert requests.get(f"{url}/health").json() == {"status": "healthy"}
+    assert requests.post(f"{url}/step", json={"action": {"message": "Hi"}}).json()["reward"] == 0.2
+    deadline = time.monotonic() + 90
+    status = ""
+    while time.monotonic() < deadline:
+        status = docker("inspect", "--format", "{{.State.Health.Status}}", name).stdout.strip()
+        if status == "healthy":
+            break
+        time.sleep(1)
+    assert status == "healthy"
+
+
+@pytest.mark.parametrize("text", ["roomsenv = RoomsEnv.from_docker_image", "asyncio.run(main())"])
+def test_readme_from_docker_image_blocks_run_as_written(built_image, text):
+    block = docker_block(text)
+    before = containers_of(built_image.name)
+    stdout = run_python(block.code, timeout=600)
+    assert_prints_what_it_promises(block, stdout)
+    if "roomsenv" in block.code:
+        assert "  → Reward: 1.3" in stdout and "Reset: Rooms environment ready!" in stdout
+    assert containers_of(built_image.name) == before, "close() must remove the container it started"
+
+
+def test_readme_docker_run_block_honours_settings(built_image):
+    block = docker_block("docker run")
+    port = free_port()
+    name = f"rooms-run-{port}"
+    command = block.code.strip().replace("-p 8000:8000", f"--name {name} -p 127.0.0.1:{port}:8000")
+    process = subprocess.Popen(["bash", "-c", command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, process, timeout=120)
+        assert requests.get(f"{url}/web/").status_code == 200  # ENABLE_WEB_INTERFACE=true
+        ws_url = url.replace("http", "ws") + "/ws"
+        with ExitStack() as sessions:
+            for _ in range(4):
+                ws = sessions.enter_context(connect(ws_url))
+                ws.send(json.dumps({"type": "step", "data": {"message": "x"}}))
+                assert json.loads(ws.recv(timeout=10))["type"] == "observation"
+            with connect(ws_url) as fifth:
+                refusal = json.loads(fifth.recv(timeout=10))
+        assert refusal["data"]["code"] == "CAPACITY_REACHED"
+        assert refusal["data"]["max_sessions"] == 4  # MAX_CONCURRENT_ENVS=4
+    finally:
+        docker("rm", "-f", name, check=False)
+        process.wait(timeout=30)
+
+
+def test_readme_hub_block_up_to_the_network(built_image):
+    """`from_hub` as written: the Space's registry image is stood in for by a local tag,
+    and the uv form runs this checkout instead of cloning the Space's repository."""
+    [block] = [b for b in readme_blocks("hub") if b.lang == "python"]
+    hub_image = "registry.hf.space/my-org-rooms:latest"
+    docker("tag", built_image.name, hub_image)
+    try:
+        before = containers_of(hub_image)
+        code = block.code.replace('use_docker=False)', f'use_docker=False, project_path="{ROOT}")')
+        assert code != block.code
+        assert_prints_what_it_promises(block, run_python(code, timeout=600))
+        assert containers_of(hub_image) == before
+    finally:
+        docker("rmi", hub_image, check=False)
