@@ -13,9 +13,15 @@ from __future__ import annotations
 import argparse
 import os
 from importlib import resources
+from pathlib import Path
 from typing import Optional, Sequence
 
+import fastapi_offline
 import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from openenv.core.env_server.http_server import create_app
 from openenv.core.env_server.types import ConcurrencyConfig
 
@@ -48,6 +54,37 @@ def concurrency_config_from_env() -> ConcurrencyConfig:
     )
 
 
+DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
+
+
+def serve_docs_without_cdn(app: FastAPI) -> None:
+    """Serve /docs and /redoc with their scripts from this server, so they work offline."""
+    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) not in ("/docs", "/redoc")]
+    app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}/docs-assets/swagger-ui.css",
+            swagger_favicon_url=f"{root}/docs-assets/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}/docs-assets/redoc.standalone.js",
+            redoc_favicon_url=f"{root}/docs-assets/favicon.png",
+            with_google_fonts=False,
+        )
+
+
 # The /web page reads the README from this path when it is given a class.
 os.environ.setdefault("ENV_README_PATH", str(resources.files("rooms").joinpath("README.md")))
 
@@ -58,6 +95,7 @@ app = create_app(
     env_name="rooms",
     concurrency_config=concurrency_config_from_env(),
 )
+serve_docs_without_cdn(app)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -1,0 +1,71 @@
+"""The /web playground and /docs in a real browser (Debian's Chromium, driven by Playwright)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.conftest import ROOT, LiveServer, ServerFactory, require
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [  # headless on a machine with no outside network: no background calls home
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+HOSTILE_MESSAGE = "<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture(scope="module")
+def web_server(tmp_path_factory) -> Iterator[LiveServer]:
+    factory = ServerFactory(tmp_path_factory.mktemp("web"))
+    yield factory(env={"ENABLE_WEB_INTERFACE": "true"})
+    factory.stop_all()
+
+
+@pytest.fixture
+def page(tmp_path):
+    require(CHROMIUM.exists(), "needs Chromium at /usr/bin/chromium: as root, `apt-get install chromium`")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport={"width": 1280, "height": 1000})
+        finally:
+            browser.close()
+
+
+def test_playground_resets_steps_and_shows_the_echo_as_text(page, web_server):
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.goto(f"{web_server.url}/web/", wait_until="domcontentloaded")
+
+    page.get_by_role("button", name="Reset").click()
+    page.get_by_text("new episode").wait_for(timeout=30_000)
+    page.get_by_role("textbox").fill(HOSTILE_MESSAGE)
+    page.get_by_role("button", name="Run step").click()
+    page.get_by_text("reward 2.8").wait_for(timeout=30_000)
+
+    shown = page.locator("body").inner_text()
+    assert f"echoed_message\n{HOSTILE_MESSAGE}\n" in shown
+    assert "message_length\n28\n" in shown
+    assert "reward\n2.8\n" in shown
+    assert page.locator('img[src="x"]').count() == 0  # shown as text, never parsed as HTML
+    page.wait_for_timeout(500)
+    assert dialogs == []
+
+    artifacts = ROOT / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    page.screenshot(path=str(artifacts / "web.png"), full_page=True)
+    shutil.copy(artifacts / "web.png", ROOT / "docs" / "web.png") if not (ROOT / "docs" / "web.png").exists() else None
+
+
+def test_swagger_ui_loads(page, web_server):
+    page.goto(f"{web_server.url}/docs", wait_until="domcontentloaded")
+    page.get_by_text("/step").first.wait_for(timeout=30_000)
+    body = page.locator("body").inner_text()
+    for path in ("/reset", "/step", "/state", "/health", "/schema", "/metadata"):
+        assert path in body
