@@ -20,6 +20,7 @@ for tool in debootstrap docker python3; do
     command -v "$tool" >/dev/null || { echo "error: $tool is required (apt-get install debootstrap docker.io python3)" >&2; exit 1; }
 done
 [ "$(id -u)" = 0 ] || { echo "error: run as root (debootstrap needs it)" >&2; exit 1; }
+python3 -m pip --version >/dev/null 2>&1 || { echo "error: python3 needs pip to fetch the uv wheel (apt-get install python3-pip)" >&2; exit 1; }
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -33,7 +34,7 @@ echo "--- adding this host's extra CA certificates"
 if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
     cp /usr/local/share/ca-certificates/*.crt "$rootfs/usr/local/share/ca-certificates/"
 fi
-chroot "$rootfs" update-ca-certificates >/dev/null
+chroot "$rootfs" update-ca-certificates >/dev/null 2>&1
 
 echo "--- installing uv from its PyPI wheel"
 python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$work/wheel" uv

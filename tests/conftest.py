@@ -198,7 +198,11 @@ def base_image(docker_available) -> str:
     if os.geteuid() == 0:
         command = command.removeprefix("sudo ")  # already root; sudo may not be installed
     require(shutil.which("debootstrap") is not None, "needs debootstrap to build the base image offline")
-    result = subprocess.run(["bash", "-euc", command], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    # As `sudo` would run it: the host's Python, not this test run's virtual environment.
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"} | {"PATH": path}
+    result = subprocess.run(["bash", "-euc", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout + result.stderr
     return BASE_IMAGE
 
