@@ -1,0 +1,594 @@
+"""`rooms-bench`: step latency and throughput of an OpenEnv env server.
+
+With no `--url` it starts a local Rooms server, measures, and stops it. `--floor`
+adds a bare `websockets` echo server answering the same JSON frames, and prints
+each result's ratio to it; `--compare-template` adds the pristine
+`openenv init rooms` template served from the same virtual environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import httpx
+import requests
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from websockets.sync.client import connect as ws_connect
+
+console = Console(stderr=True)
+
+
+@dataclass
+class Run:
+    """One measured scenario: what ran, how long each step took, what failed."""
+
+    name: str
+    transport: str
+    mode: str
+    sessions: int
+    message_size: int
+    latencies_ns: list[int] = field(default_factory=list)
+    errors: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+    server_rss_per_session_kb: Optional[float] = None
+
+    @property
+    def steps(self) -> int:
+        return len(self.latencies_ns)
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps / self.seconds if self.seconds else 0.0
+
+    def percentile_us(self, q: float) -> Optional[float]:
+        if not self.latencies_ns:
+            return None
+        ordered = sorted(self.latencies_ns)
+        return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] / 1000
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "transport": self.transport,
+            "mode": self.mode,
+            "sessions": self.sessions,
+            "message_size": self.message_size,
+            "steps": self.steps,
+            "errors": sum(self.errors.values()),
+            "error_kinds": dict(self.errors),
+            "seconds": round(self.seconds, 4),
+            "steps_per_s": round(self.steps_per_s, 1),
+            "latency_us": {f"p{q}": _round(self.percentile_us(q)) for q in (50, 90, 99)}
+            | {"max": _round(self.percentile_us(100))},
+            "server_rss_per_session_kb": _round(self.server_rss_per_session_kb),
+        }
+
+
+def _round(value: Optional[float]) -> Optional[float]:
+    return None if value is None else round(value, 1)
+
+
+# --- servers the benchmark starts itself -----------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    process: Optional[subprocess.Popen] = None
+    start_seconds: Optional[float] = None
+
+    def rss_kb(self) -> Optional[int]:
+        if self.process is None:
+            return None
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+        except OSError:
+            return None
+        return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), None)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def spawn(command: list[str], cwd: Optional[Path] = None, env: Optional[dict[str, str]] = None, port: int = 0) -> Server:
+    """Start a server process and wait for `/health` (or, for the floor, the port) to answer."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited during start: {' '.join(command)}\n{process.stderr.read().decode()[-2000:]}")
+        try:
+            if requests.get(f"{url}/health", timeout=1).status_code < 500:
+                return Server(url, process, time.perf_counter() - started)
+        except requests.RequestException:
+            time.sleep(0.02)
+    process.kill()
+    raise SystemExit(f"server did not answer within 120 s: {' '.join(command)}")
+
+
+def start_rooms(max_sessions: int) -> Server:
+    port = free_port()
+    command = [sys.executable, "-m", "rooms.server.app", "--host", "127.0.0.1", "--port", str(port)]
+    return spawn(command, env={"MAX_CONCURRENT_ENVS": str(max(64, max_sessions))}, port=port)
+
+
+def generate_template(directory: Path) -> Path:
+    """`openenv init rooms`, pristine but for its session limit, as package `rooms_template`."""
+    openenv = shutil.which("openenv") or str(Path(sys.executable).parent / "openenv")
+    subprocess.run([openenv, "init", "rooms", "--output-dir", str(directory)], check=True, capture_output=True)
+    package = directory / "rooms_template"
+    (directory / "rooms").rename(package)
+    app = package / "server" / "app.py"
+    app.write_text(app.read_text().replace("max_concurrent_envs=1,", "max_concurrent_envs=1024,"))
+    return package
+
+
+def start_template(package: Path) -> Server:
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "server.app:app", "--host", "127.0.0.1", "--port", str(port)]
+    return spawn(command, cwd=package, port=port)
+
+
+def start_floor(response: str) -> Server:
+    port = free_port()
+    command = [sys.executable, "-m", "rooms.bench", "--serve-floor", str(port), response]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.readline()  # "ready"
+    return Server(f"http://127.0.0.1:{port}", process)
+
+
+def serve_floor(port: int, response: str) -> None:
+    """The floor: a bare websockets server answering every frame with `response`."""
+    from websockets.asyncio.server import serve
+
+    async def answer(ws) -> None:
+        async for _ in ws:
+            await ws.send(response)
+
+    async def main() -> None:
+        async with serve(answer, "127.0.0.1", port):
+            print("ready", flush=True)
+            await asyncio.Future()
+
+    asyncio.run(main())
+
+
+# --- the measuring loops ------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    steps: int
+    duration: Optional[float]
+    warmup: int
+    message: str
+
+    def keep_going(self, done: int, started: float) -> bool:
+        if self.duration is not None:
+            return time.perf_counter() - started < self.duration
+        return done < self.steps
+
+
+def _step_frame(message: str) -> str:
+    return json.dumps({"type": "step", "data": {"message": message}})
+
+
+def sync_session(make_step: Callable[[], tuple[Callable[[], Any], Callable[[], None]]], plan: Plan, run: Run, advance) -> None:
+    """One session in this thread: warm up, then time each step."""
+    try:
+        step, close = make_step()
+    except Exception as exc:  # noqa: BLE001 - reported, never raised
+        run.errors[_kind(exc)] += 1
+        return
+    try:
+        for _ in range(plan.warmup):
+            step()
+        started, done = time.perf_counter(), 0
+        while plan.keep_going(done, started):
+            t0 = time.perf_counter_ns()
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001
+                run.errors[_kind(exc)] += 1
+                if run.errors[_kind(exc)] > 100:
+                    return
+                continue
+            run.latencies_ns.append(time.perf_counter_ns() - t0)
+            done += 1
+            if done % 50 == 0:
+                advance(50)
+    except Exception as exc:  # noqa: BLE001
+        run.errors[_kind(exc)] += 1
+    finally:
+        try:
+            close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _kind(exc: BaseException) -> str:
+    text = str(exc)
+    for code in ("CAPACITY_REACHED", "VALIDATION_ERROR"):
+        if code in text:
+            return code
+    return type(exc).__name__
+
+
+def rooms_ws_sync(client_cls: type, url: str, message: str):
+    def make():
+        env = client_cls(base_url=url)
+        action_cls = _action_class(client_cls)
+        action = action_cls(message=message)
+        env.sync().connect() if hasattr(env, "sync") else env.connect()
+        sync = env.sync()
+        sync.reset()
+        return (lambda: sync.step(action)), sync.close
+
+    return make
+
+
+def _action_class(client_cls: type) -> type:
+    module = sys.modules[client_cls.__module__.rsplit(".", 1)[0] + ".models"]
+    return module.RoomsAction
+
+
+def floor_ws_sync(url: str, message: str):
+    frame = _step_frame(message)
+
+    def make():
+        ws = ws_connect(url.replace("http", "ws"), max_size=None, **_direct())
+
+        def step():
+            ws.send(frame)
+            ws.recv()
+
+        return step, ws.close
+
+    return make
+
+
+def _direct() -> dict:
+    import inspect
+
+    return {"legacy": True} if "legacy" in inspect.signature(ws_connect).parameters else {}
+
+
+def http_sync(url: str, message: str):
+    def make():
+        session = requests.Session()
+        body = {"action": {"message": message}}
+
+        def step():
+            response = session.post(f"{url}/step", json=body, timeout=60)
+            response.raise_for_status()
+
+        return step, session.close
+
+    return make
+
+
+async def async_session(open_session, plan: Plan, run: Run, advance) -> None:
+    try:
+        step, close = await open_session()
+    except Exception as exc:  # noqa: BLE001
+        run.errors[_kind(exc)] += 1
+        return
+    try:
+        for _ in range(plan.warmup):
+            await step()
+        started, done = time.perf_counter(), 0
+        while plan.keep_going(done, started):
+            t0 = time.perf_counter_ns()
+            try:
+                await step()
+            except Exception as exc:  # noqa: BLE001
+                run.errors[_kind(exc)] += 1
+                if run.errors[_kind(exc)] > 100:
+                    return
+                continue
+            run.latencies_ns.append(time.perf_counter_ns() - t0)
+            done += 1
+            if done % 50 == 0:
+                advance(50)
+    finally:
+        try:
+            await close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def rooms_ws_async(client_cls: type, url: str, message: str):
+    async def open_session():
+        env = client_cls(base_url=url)
+        action = _action_class(client_cls)(message=message)
+        await env.connect()
+        await env.reset()
+        return (lambda: env.step(action)), env.close
+
+    return open_session
+
+
+def http_async(url: str, message: str, client: list):
+    async def open_session():
+        if not client:
+            client.append(httpx.AsyncClient(limits=httpx.Limits(max_connections=None), timeout=60))
+        body = {"action": {"message": message}}
+
+        async def step():
+            (await client[0].post(f"{url}/step", json=body)).raise_for_status()
+
+        async def close():
+            pass
+
+        return step, close
+
+    return open_session
+
+
+def measure(name: str, transport: str, mode: str, sessions: int, plan: Plan, make_session, server: Optional[Server] = None) -> Run:
+    """Run `sessions` sessions at once with a progress bar; return their combined figures."""
+    run = Run(name, transport, mode, sessions, len(plan.message.encode()))
+    total = None if plan.duration else plan.steps * sessions
+    rss_before = server.rss_kb() if server else None
+    with Progress(TextColumn(f"{name:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task(name, total=total)
+
+        def advance(n: int) -> None:
+            progress.update(task, advance=n)
+
+        started = time.perf_counter()
+        if mode == "sync":
+            with ThreadPoolExecutor(max_workers=sessions) as pool:
+                for future in [pool.submit(sync_session, make_session, plan, run, advance) for _ in range(sessions)]:
+                    future.result()
+        else:
+
+            async def main() -> None:
+                await asyncio.gather(*(async_session(make_session, plan, run, advance) for _ in range(sessions)))
+
+            asyncio.run(main())
+        run.seconds = time.perf_counter() - started
+    if rss_before is not None and sessions > 1:
+        # Sessions are closed by now; RSS high-water mark is what they cost.
+        run.server_rss_per_session_kb = max(0, (_peak_rss_kb(server) or 0) - rss_before) / sessions
+    return run
+
+
+def _peak_rss_kb(server: Server) -> Optional[int]:
+    try:
+        status = Path(f"/proc/{server.process.pid}/status").read_text()
+    except (OSError, AttributeError):
+        return None
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), None)
+
+
+def session_factory(transport: str, mode: str, client_cls: type, url: str, message: str):
+    if transport == "ws":
+        return (rooms_ws_sync if mode == "sync" else rooms_ws_async)(client_cls, url, message)
+    return http_sync(url, message) if mode == "sync" else http_async(url, message, [])
+
+
+# --- reporting ----------------------------------------------------------------------------------
+
+
+def print_results(runs: list[Run], ratios: list[tuple[str, str, float]], cold_starts: dict[str, float]) -> None:
+    out = Console(width=None if sys.stdout.isatty() else 170)
+    if ratios:
+        table = Table(title="Ratios (same machine, same run)")
+        for column in ("figure", "compared with", "ratio"):
+            table.add_column(column, justify="right" if column == "ratio" else "left")
+        for figure, against, value in ratios:
+            table.add_row(figure, against, f"{value:.2f}×")
+        out.print(table)
+    table = Table(title="Runs (absolute figures are machine-specific)")
+    for column in ("run", "transport", "mode", "sessions", "steps", "errors", "steps/s", "p50 µs", "p90 µs", "p99 µs", "max µs", "server KB/session"):
+        table.add_column(column, justify="left" if column in ("run", "transport", "mode") else "right")
+    for run in runs:
+        s = run.summary()
+        lat = s["latency_us"]
+        table.add_row(
+            run.name, run.transport, run.mode, str(run.sessions), str(run.steps), str(s["errors"]),
+            f"{run.steps_per_s:,.0f}", *(_fmt(lat[k]) for k in ("p50", "p90", "p99", "max")),
+            _fmt(s["server_rss_per_session_kb"]),
+        )
+    out.print(table)
+    for run in runs:
+        if run.errors:
+            out.print(f"[yellow]{run.name}: errors {dict(run.errors)}[/yellow]")
+    for name, seconds in cold_starts.items():
+        out.print(f"cold start (process start → /health 200), {name}: {seconds:.2f} s")
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "–" if value is None else f"{value:,.0f}"
+
+
+def write_plot(path: Path, runs: list[Run]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: `uv sync --extra plot` or `pip install 'openenv-rooms[plot]'`")
+    sweep = sorted({r.sessions for r in runs if r.name.startswith("sweep")})
+    fig, axes = plt.subplots(1, 2 if len(sweep) > 1 else 1, figsize=(12 if len(sweep) > 1 else 7, 4.5), squeeze=False)
+    ax = axes[0][0]
+    for run in runs:
+        if run.latencies_ns:
+            ax.hist([ns / 1000 for ns in run.latencies_ns], bins=80, alpha=0.5, label=run.name, histtype="stepfilled")
+    ax.set(xlabel="step latency (µs)", ylabel="steps", title="Step latency", xscale="log")
+    ax.legend(fontsize=7)
+    if len(sweep) > 1:
+        points = [(r.sessions, r.steps_per_s) for r in runs if r.name.startswith("sweep")]
+        axes[0][1].plot(*zip(*sorted(points)), marker="o")
+        axes[0][1].set(xlabel="concurrent sessions", ylabel="steps/s", title="Throughput vs sessions", xscale="log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="rooms-bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", help="measure a running server (default: start a local one)")
+    parser.add_argument("--sessions", type=int, default=1, help="concurrent sessions (default 1)")
+    parser.add_argument("--steps", type=int, default=2000, help="timed steps per session (default 2000)")
+    parser.add_argument("--duration", type=float, help="seconds per run instead of --steps")
+    parser.add_argument("--warmup", type=int, default=100, help="untimed steps per session first (default 100)")
+    parser.add_argument("--message-size", type=int, default=13, help="message size in bytes (default 13)")
+    parser.add_argument("--transport", choices=("ws", "http"), default="ws")
+    parser.add_argument("--mode", choices=("sync", "async"), default="sync")
+    parser.add_argument("--floor", action="store_true", help="also measure a bare websockets echo; print ratios")
+    parser.add_argument("--compare-template", action="store_true", help="also measure the pristine `openenv init` template")
+    parser.add_argument("--sweep", help="comma-separated session counts, async WebSocket, e.g. 1,16,128,1000")
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
+    parser.add_argument("--plot", type=Path, help="write a latency histogram (and sweep chart) PNG; needs matplotlib")
+    parser.add_argument("--serve-floor", nargs=2, metavar=("PORT", "RESPONSE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if min(args.sessions, args.steps) < 1 or args.message_size < 0 or (args.duration is not None and args.duration <= 0):
+        parser.error("--sessions and --steps must be ≥ 1, --message-size ≥ 0, --duration > 0")
+    if args.sweep:
+        try:
+            args.sweep = [int(n) for n in args.sweep.split(",")]
+        except ValueError:
+            parser.error(f"--sweep takes comma-separated integers, got {args.sweep!r}")
+    return args
+
+
+def _raise_open_files_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of the `rooms-bench` console script."""
+    args = parse_args(argv)
+    if args.serve_floor:
+        serve_floor(int(args.serve_floor[0]), args.serve_floor[1])
+        return 0
+    _raise_open_files_limit()
+    from rooms.client import RoomsEnv
+
+    message = "x" * args.message_size
+    plan = Plan(args.steps, args.duration, args.warmup, message)
+    runs: list[Run] = []
+    ratios: list[tuple[str, str, float]] = []
+    cold_starts: dict[str, float] = {}
+    servers: list[Server] = []
+    try:
+        largest = max([args.sessions, 16, *(args.sweep or [])])
+        server = Server(args.url.rstrip("/")) if args.url else start_rooms(largest)
+        servers.append(server)
+        if server.start_seconds is not None:
+            cold_starts["rooms"] = server.start_seconds
+        main_run = measure(
+            f"rooms {args.transport} {args.mode}", args.transport, args.mode, args.sessions, plan,
+            session_factory(args.transport, args.mode, RoomsEnv, server.url, message), server,
+        )
+        runs.append(main_run)
+        if args.floor or args.compare_template:
+            response = json.dumps({"type": "observation", "data": _observation_payload(server.url, message)})
+            floor = start_floor(response)
+            servers.append(floor)
+            floor_run = measure("floor (bare websockets echo)", "ws", "sync", 1, plan, floor_ws_sync(floor.url, message))
+            runs.append(floor_run)
+            if args.transport == "ws" and args.mode == "sync" and args.sessions == 1:
+                ratios.append(("rooms sync p50 latency", "floor p50", main_run.percentile_us(50) / floor_run.percentile_us(50)))
+        if args.compare_template:
+            ratios += compare_with_template(plan, message, runs, servers, cold_starts, RoomsEnv, server)
+        for sessions in args.sweep or []:
+            runs.append(measure(f"sweep {sessions} sessions", "ws", "async", sessions, plan,
+                                rooms_ws_async(RoomsEnv, server.url, message), server))
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+    finally:
+        for server in servers:
+            server.stop()
+    print_results(runs, ratios, cold_starts)
+    if args.json:
+        args.json.write_text(json.dumps({
+            "schema": "rooms-bench/1",
+            "target": args.url or "local rooms server",
+            "runs": [r.summary() for r in runs],
+            "ratios": [{"figure": f, "compared_with": c, "ratio": round(v, 3)} for f, c, v in ratios],
+            "cold_start_s": {k: round(v, 3) for k, v in cold_starts.items()},
+        }, indent=2))
+    if args.plot:
+        write_plot(args.plot, runs)
+    return 1 if any(r.errors for r in runs) else 0
+
+
+def _observation_payload(url: str, message: str) -> dict:
+    """The exact observation a step with `message` returns, for the floor to answer with."""
+    payload = requests.post(f"{url}/step", json={"action": {"message": message}}, timeout=30).json()
+    return payload
+
+
+def compare_with_template(plan, message, runs, servers, cold_starts, client_cls, ours: Server) -> list[tuple[str, str, float]]:
+    """The pristine template and Rooms, side by side: sync 1 session, async 16 sessions, HTTP."""
+    directory = Path(tempfile.mkdtemp(prefix="rooms-bench-template-"))
+    package = generate_template(directory)
+    sys.path.insert(0, str(directory))
+    from rooms_template.client import RoomsEnv as TemplateEnv  # noqa: E402
+
+    template = start_template(package)
+    servers.append(template)
+    cold_starts["template"] = template.start_seconds
+    measured = {}
+    for who, cls, server in (("template", TemplateEnv, template), ("rooms", client_cls, ours)):
+        measured[who, "sync"] = measure(f"{who} ws sync", "ws", "sync", 1, plan, rooms_ws_sync(cls, server.url, message))
+        measured[who, "async"] = measure(f"{who} ws async ×16", "ws", "async", 16, plan, rooms_ws_async(cls, server.url, message))
+        measured[who, "http"] = measure(f"{who} http sync", "http", "sync", 1, plan, http_sync(server.url, message))
+    runs.extend(measured.values())
+    shutil.rmtree(directory, ignore_errors=True)
+    floor = next(r for r in runs if r.name.startswith("floor"))
+    return [
+        ("rooms sync steps/s", "template", measured["rooms", "sync"].steps_per_s / measured["template", "sync"].steps_per_s),
+        ("rooms sync p50 latency", "floor p50", measured["rooms", "sync"].percentile_us(50) / floor.percentile_us(50)),
+        ("template sync p50 latency", "floor p50", measured["template", "sync"].percentile_us(50) / floor.percentile_us(50)),
+        ("rooms async ×16 steps/s", "template", measured["rooms", "async"].steps_per_s / measured["template", "async"].steps_per_s),
+        ("rooms http steps/s", "template", measured["rooms", "http"].steps_per_s / measured["template", "http"].steps_per_s),
+        ("rooms cold start", "template", cold_starts["rooms"] / cold_starts["template"]) if "rooms" in cold_starts else ("", "", 0),
+    ]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
