@@ -1,0 +1,98 @@
+"""rooms-bench end to end on small numbers: it runs, reports, writes JSON and a plot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, free_port
+
+BENCH = str(ROOT / ".venv" / "bin" / "rooms-bench")
+
+
+def bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([BENCH, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def load(path) -> dict:
+    report = json.loads(path.read_text())
+    assert report["schema"] == "rooms-bench/1"
+    for run in report["runs"]:
+        assert set(run) >= {"name", "transport", "mode", "sessions", "steps", "errors", "steps_per_s", "latency_us"}
+        assert set(run["latency_us"]) == {"p50", "p90", "p99", "max"}
+    return report
+
+
+def test_starts_its_own_server_with_floor_and_template(tmp_path):
+    result = bench("--steps", "60", "--warmup", "5", "--compare-template", "--sweep", "1,4",
+                   "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png"), timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = load(tmp_path / "r.json")
+    names = [run["name"] for run in report["runs"]]
+    assert names[:2] == ["rooms ws sync", "floor (bare websockets echo)"]
+    assert {"template ws sync", "rooms ws async ×16", "template http sync", "sweep 4 sessions"} <= set(names)
+    for run in report["runs"]:
+        assert run["errors"] == 0 and run["steps"] == 60 * run["sessions"] and run["latency_us"]["p50"] > 0
+    sweep4 = next(r for r in report["runs"] if r["name"] == "sweep 4 sessions")
+    assert sweep4["server_rss_per_session_kb"] is not None
+    figures = {r["figure"] + " / " + r["compared_with"] for r in report["ratios"]}
+    assert {"rooms sync steps/s / template", "rooms sync p50 latency / floor p50", "rooms async ×16 steps/s / template"} <= figures
+    assert set(report["cold_start_s"]) == {"rooms", "template"}
+    assert "Ratios (same machine, same run)" in result.stdout and "steps/s" in result.stdout
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("transport, mode", [("ws", "async"), ("http", "sync"), ("http", "async")])
+def test_transports_and_modes_against_a_running_server(live_server, tmp_path, transport, mode):
+    out = tmp_path / "r.json"
+    result = bench("--url", live_server.url, "--transport", transport, "--mode", mode, "--sessions", "3",
+                   "--steps", "40", "--warmup", "2", "--message-size", "100", "--json", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    [run] = load(out)["runs"]
+    assert (run["transport"], run["mode"], run["sessions"], run["steps"], run["message_size"]) == (transport, mode, 3, 120, 100)
+
+
+def test_duration_instead_of_steps(live_server, tmp_path):
+    result = bench("--url", live_server.url, "--duration", "0.5", "--warmup", "0", "--json", str(tmp_path / "r.json"))
+    assert result.returncode == 0, result.stderr
+    [run] = load(tmp_path / "r.json")["runs"]
+    assert run["steps"] > 0 and 0.5 <= run["seconds"] < 5
+
+
+def test_server_down_is_counted_and_reported_without_a_traceback(tmp_path):
+    result = bench("--url", f"http://127.0.0.1:{free_port()}", "--steps", "5", "--json", str(tmp_path / "r.json"))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    [run] = load(tmp_path / "r.json")["runs"]
+    assert run["error_kinds"] == {"ConnectionError": 1} and run["steps"] == 0
+    assert "errors {'ConnectionError': 1}" in result.stdout
+
+
+def test_capacity_errors_are_counted(server_factory, tmp_path):
+    server = server_factory(env={"MAX_CONCURRENT_ENVS": "2"})
+    result = bench("--url", server.url, "--sessions", "4", "--mode", "async", "--steps", "20", "--json", str(tmp_path / "r.json"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    [run] = load(tmp_path / "r.json")["runs"]
+    assert run["error_kinds"] == {"CAPACITY_REACHED": 2}
+    assert run["steps"] == 40
+
+
+def test_plot_without_matplotlib_says_how_to_get_it(live_server, tmp_path):
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "from rooms.bench import main\n"
+        f"sys.exit(main(['--url', '{live_server.url}', '--steps', '5', '--plot', '{tmp_path / 'p.png'}']))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "--plot needs matplotlib: `uv sync --extra plot`" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--sessions", "0"], ["--sweep", "1,x"], ["--transport", "udp"]])
+def test_bad_arguments_are_refused_clearly(args):
+    result = bench(*args)
+    assert result.returncode == 2
+    assert "usage: rooms-bench" in result.stderr
