@@ -6,6 +6,8 @@ directory with `uvicorn server.app:app`. Settings come from the environment:
 - `MAX_CONCURRENT_ENVS`: WebSocket sessions served at once (default 64).
 - `SESSION_TIMEOUT_S`: reap sessions idle this long (default: never).
 - `ENABLE_WEB_INTERFACE`: `true` serves the Gradio playground at `/web`.
+- `ROOMS_MAX_MESSAGE_LENGTH`: longest message, in characters; request bodies and
+  WebSocket frames are bounded accordingly (see `server/limits.py`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from openenv.core.env_server.http_server import create_app
 from openenv.core.env_server.types import ConcurrencyConfig
 
 from rooms.models import RoomsAction, RoomsObservation
+from rooms.server.limits import MAX_PAYLOAD_BYTES, ClientLimits
 from rooms.server.rooms_environment import RoomsEnvironment
 
 DEFAULT_MAX_CONCURRENT_ENVS = 64
@@ -96,6 +99,9 @@ app = create_app(
     concurrency_config=concurrency_config_from_env(),
 )
 serve_docs_without_cdn(app)
+app.add_middleware(ClientLimits)
+
+SHUTDOWN_GRACE_S = 3  # open WebSockets are closed (1012) and the process exits within this
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -112,7 +118,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     """Entry point of the `server` console script."""
     args = parse_args(argv)
     target = "rooms.server.app:app" if args.reload or args.workers > 1 else app
-    uvicorn.run(target, host=args.host, port=args.port, workers=args.workers, reload=args.reload)
+    uvicorn.run(
+        target,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        reload=args.reload,
+        ws_max_size=MAX_PAYLOAD_BYTES,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+    )
 
 
 if __name__ == "__main__":

@@ -136,3 +136,13 @@ def test_openenv_build_builds_the_image(base_image):
         assert docker("image", "inspect", tag, check=False).returncode == 0
     finally:
         docker("rmi", tag, check=False)
+
+
+def test_manifest_reward_range_follows_from_the_message_bound():
+    from rooms.models import DEFAULT_MAX_MESSAGE_LENGTH
+
+    manifest = yaml.safe_load((ROOT / "openenv.yaml").read_text())
+    assert manifest["validation"]["reward"]["range"] == [0.0, DEFAULT_MAX_MESSAGE_LENGTH / 10]
+    assert (manifest["name"], manifest["type"], manifest["runtime"], manifest["app"], manifest["port"]) == (
+        "rooms", "space", "fastapi", "server.app:app", 8000
+    )

@@ -137,3 +137,34 @@ def test_self_check_script_runs_from_the_project_root():
     assert "ok   reward of 'abc' is 0.3" in result.stdout
     assert "ok   state counts 4 steps" in result.stdout
     assert "FAIL" not in result.stdout
+
+
+# --- properties, for any Unicode message -------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(messages=st.lists(st.text(), min_size=1, max_size=20), episode_id=st.text(min_size=1) | st.none())
+def test_any_messages_echo_exactly_count_code_points_and_reward_a_tenth(messages, episode_id):
+    env = RoomsEnvironment()
+    env.reset(episode_id=episode_id)
+    for step, message in enumerate(messages, start=1):
+        obs = env.step(RoomsAction(message=message))
+        assert obs.echoed_message == message
+        assert obs.message_length == len(message)
+        assert obs.reward == len(message) / 10
+        assert Decimal(repr(obs.reward)) == Decimal(len(message)) / 10
+        assert obs.metadata == {"original_message": message, "step": step}
+        assert obs.done is False
+        assert env.state.step_count == step
+    assert env.state.episode_id == (episode_id or env.state.episode_id)
+
+
+@settings(max_examples=200, deadline=None)
+@given(length=st.integers(min_value=0, max_value=1_048_576))
+def test_reward_is_the_exact_decimal_for_every_allowed_length(length):
+    env = RoomsEnvironment()
+    reward = env.step(RoomsAction(message="a" * length)).reward
+    assert Decimal(repr(reward)) == Decimal(length) / 10

@@ -1,0 +1,203 @@
+"""Bounds and bad input over real HTTP and WebSocket: clear errors, nothing lost, memory bounded."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from websockets.exceptions import ConnectionClosedError
+from websockets.sync.client import connect
+
+from rooms import RoomsAction, RoomsEnv
+from rooms.server.limits import MAX_PAYLOAD_BYTES, frame_problem
+from tests.conftest import ROOT
+
+MIB = 1024 * 1024
+
+
+def exchange(ws, frame) -> dict:
+    ws.send(frame)
+    return json.loads(ws.recv(timeout=10))
+
+
+def rss_kb(pid: int, field: str = "VmHWM") -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith(field + ":"))
+
+
+MALFORMED = [
+    (b"\x00\x01binary", "INVALID_JSON", "Binary frames are not accepted"),
+    ("{not json", "INVALID_JSON", "Invalid JSON"),
+    ("[1, 2]", "VALIDATION_ERROR", "must be a JSON object"),
+    ('"a string"', "VALIDATION_ERROR", "not a JSON str"),
+    ("NaN", "VALIDATION_ERROR", "not a JSON float"),
+    ("[" * 100_000 + "]" * 100_000, "INVALID_JSON", "nested too deeply"),
+    ('{"a":' * 5000 + "1" + "}" * 5000, "INVALID_JSON", "nested too deeply"),
+    ("{}", "UNKNOWN_TYPE", "Unknown message type"),
+    ('{"type": "jump"}', "UNKNOWN_TYPE", "Unknown message type: jump"),
+    ('{"type": 7}', "UNKNOWN_TYPE", "Unknown message type: 7"),
+    ('{"type": "step"}', "VALIDATION_ERROR", "Invalid message"),
+    ('{"type": "step", "data": {"message": 3}}', "VALIDATION_ERROR", "Invalid message"),
+    ('{"type": "step", "data": {"message": NaN}}', "VALIDATION_ERROR", "Invalid message"),
+    ('{"type": "step", "data": {"message": "x", "extra": true}}', "VALIDATION_ERROR", "Invalid message"),
+    ('{"type": "step", "data": "hello"}', "VALIDATION_ERROR", "Invalid message"),
+    ('{"type": "reset", "data": [1]}', "VALIDATION_ERROR", "Invalid message"),
+]
+
+
+@pytest.mark.parametrize("frame, code, says", MALFORMED, ids=[repr(f)[:30] for f, _, _ in MALFORMED])
+def test_malformed_ws_frames_get_a_typed_error_and_nothing_is_lost(live_server, frame, code, says):
+    with connect(live_server.ws_url) as bystander, connect(live_server.ws_url) as ws:
+        exchange(bystander, json.dumps({"type": "reset", "data": {"episode_id": "bystander"}}))
+        exchange(ws, json.dumps({"type": "reset", "data": {"episode_id": "victim"}}))
+        exchange(ws, json.dumps({"type": "step", "data": {"message": "before"}}))
+        error = exchange(ws, frame)
+        assert error["type"] == "error"
+        assert (error["data"]["code"], says in error["data"]["message"]) == (code, True), error
+        # the same session goes on, with its episode intact, and so does the other one
+        assert exchange(ws, '{"type": "state"}')["data"] == {"episode_id": "victim", "step_count": 1}
+        assert exchange(bystander, '{"type": "state"}')["data"] == {"episode_id": "bystander", "step_count": 0}
+    with RoomsEnv(base_url=live_server.url) as fresh:
+        assert fresh.step(RoomsAction(message="after")).reward == 0.5
+
+
+def test_frame_problem_lets_ordinary_frames_through_unparsed():
+    assert frame_problem('{"type": "step", "data": {"message": "[[[["}}') is None
+    assert frame_problem("  {") is None  # broken JSON is left to OpenEnv's INVALID_JSON answer
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"action": {"message": 5}}, {"action": []}, {"action": {"message": "x" * (1_048_576 + 1)}}, {"action": None}, [], "x"],
+)
+def test_http_bad_bodies_get_4xx_with_details(base_url, body):
+    response = requests.post(f"{base_url}/step", json=body, timeout=30)
+    assert response.status_code == 422
+    assert response.json()["detail"]
+
+
+def test_over_long_message_is_refused_on_both_transports(live_server):
+    message = "x" * (1_048_576 + 1)
+    response = requests.post(f"{live_server.url}/step", json={"action": {"message": message}}, timeout=30)
+    assert response.status_code == 422
+    assert "String should have at most 1048576 characters" in response.text
+    with connect(live_server.ws_url, max_size=None) as ws:
+        error = exchange(ws, json.dumps({"type": "step", "data": {"message": message}}))
+    assert error["data"]["errors"][0]["msg"] == "String should have at most 1048576 characters"
+
+
+def test_longest_allowed_message_is_echoed(live_server):
+    message = "é" * 1_048_576
+    with RoomsEnv(base_url=live_server.url) as env:
+        result = env.step(RoomsAction(message=message))
+    assert result.observation.echoed_message == message and result.reward == 104857.6
+
+
+def test_huge_bodies_and_frames_are_refused_before_buffering(server_factory):
+    server = server_factory()
+    pid = server.process.pid
+    baseline = rss_kb(pid, "VmRSS")
+    body = b'{"action": {"message": "' + b"x" * (40 * MIB) + b'"}}'
+    declared = requests.post(f"{server.url}/step", data=body, headers={"content-type": "application/json"})
+    assert declared.status_code == 413
+    assert f"larger than {MAX_PAYLOAD_BYTES} bytes" in declared.json()["detail"]
+    chunked = requests.post(f"{server.url}/step", data=(b"x" * MIB for _ in range(40)), headers={"content-type": "application/json"})
+    assert chunked.status_code == 413
+    with connect(server.ws_url, max_size=None) as ws:
+        ws.send(json.dumps({"type": "step", "data": {"message": "x" * (40 * MIB)}}))
+        with pytest.raises(ConnectionClosedError) as closed:
+            ws.recv(timeout=30)
+    assert closed.value.rcvd.code == 1009  # message too big
+    assert rss_kb(pid) - baseline < 3 * MAX_PAYLOAD_BYTES / 1024  # never held 40 MiB copies
+    assert requests.get(f"{server.url}/health").status_code == 200
+
+
+def test_killed_client_frees_its_slot_promptly(server_factory):
+    server = server_factory(env={"MAX_CONCURRENT_ENVS": "1"})
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\nfrom rooms import RoomsEnv\nenv = RoomsEnv(base_url=sys.argv[1])\nenv.reset()\n"
+         "print('holding', flush=True)\ntime.sleep(600)", server.url],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )
+    assert holder.stdout.readline().strip() == "holding"
+    with RoomsEnv(base_url=server.url) as blocked, pytest.raises(RuntimeError, match="CAPACITY_REACHED"):
+        blocked.reset()
+    holder.send_signal(signal.SIGKILL)  # no close frame
+    holder.wait()
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            with RoomsEnv(base_url=server.url) as env:
+                assert env.reset().observation.echoed_message == "Rooms environment ready!"
+            break
+        except RuntimeError:
+            assert time.monotonic() < deadline, "the killed client's slot was not freed within 5 s"
+            time.sleep(0.1)
+
+
+def test_idle_sessions_are_reaped_after_session_timeout(server_factory):
+    server = server_factory(env={"MAX_CONCURRENT_ENVS": "1", "SESSION_TIMEOUT_S": "1"})
+    idle = RoomsEnv(base_url=server.url)
+    idle.reset()
+    deadline = time.monotonic() + 15  # the reaper looks every max(timeout / 4, 5) s
+    while True:
+        try:
+            with RoomsEnv(base_url=server.url) as env:
+                env.reset()
+            break
+        except RuntimeError as exc:
+            assert "CAPACITY_REACHED" in str(exc)
+            assert time.monotonic() < deadline, "the idle session was not reaped"
+            time.sleep(0.5)
+    idle.close()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon"])
+def test_bad_session_timeout_stops_the_server_naming_it(server_factory, value):
+    server = server_factory(env={"SESSION_TIMEOUT_S": value}, wait=False)
+    assert server.process.wait(timeout=60) != 0
+    assert f"SESSION_TIMEOUT_S must be a positive float, got '{value}'" in server.log()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_shutdown_with_open_sessions_is_prompt_and_clean(server_factory, sig):
+    server = server_factory()  # python -m rooms.server.app: the `server` entry point
+    sessions = [connect(server.ws_url, **_direct()) for _ in range(3)]
+    for ws in sessions:
+        exchange(ws, '{"type": "reset", "data": {}}')
+    started = time.monotonic()
+    os.kill(server.process.pid, sig)
+    # uvicorn shuts down gracefully, then ends by the signal it was sent, as Unix servers do
+    assert server.process.wait(timeout=5) in (0, -sig)
+    assert time.monotonic() - started < 5
+    for ws in sessions:
+        with pytest.raises(ConnectionClosedError) as closed:
+            ws.recv(timeout=5)
+        assert closed.value.rcvd.code == 1012  # service restart: a proper close frame
+    assert "Traceback" not in server.log()
+    assert "Finished server process" in server.log()
+
+
+def _direct() -> dict:
+    import inspect
+
+    return {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
+
+
+def test_fuzzing_the_openapi_schema_finds_no_server_error(live_server):
+    """schemathesis against the app's own /openapi.json (all phases, bounded): zero 5xx."""
+    result = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "schemathesis"), "run", f"{live_server.url}/openapi.json",
+         "--checks", "not_a_server_error", "--max-examples", "40", "--seed", "1"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert "passed" in result.stdout and " failed" not in result.stdout.split("SUMMARY")[-1]
