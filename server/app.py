@@ -125,6 +125,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         workers=args.workers,
         reload=args.reload,
         ws_max_size=MAX_PAYLOAD_BYTES,
+        # Step frames are a few hundred bytes: compressing each costs more CPU than it saves.
+        ws_per_message_deflate=False,
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
     )
 

@@ -151,3 +151,9 @@ def test_web_interface_is_served_when_enabled(server_factory):
 
 def test_web_interface_is_off_by_default(base_url):
     assert requests.get(f"{base_url}/web/").status_code == 404
+
+
+def test_server_script_does_not_compress_websocket_frames(live_server):
+    with connect(live_server.ws_url) as ws:  # the client offers permessage-deflate
+        assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
+        assert ws_exchange(ws, {"type": "step", "data": {"message": "plain"}})["data"]["reward"] == 0.5
