@@ -35,6 +35,9 @@ from rich.table import Table
 from websockets.sync.client import connect as ws_connect
 
 console = Console(stderr=True)
+# Sessions open this many at a time: a thousand simultaneous handshakes would time out
+# against one server process long before any of them stepped.
+OPENING_AT_ONCE = 64
 
 
 @dataclass
@@ -123,14 +126,15 @@ class Server:
 def spawn(command: list[str], cwd: Optional[Path] = None, env: Optional[dict[str, str]] = None, port: int = 0) -> Server:
     """Start a server process and wait for `/health` (or, for the floor, the port) to answer."""
     started = time.perf_counter()
-    process = subprocess.Popen(
-        command, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    # The log goes to a file: an unread pipe fills up and stalls a server that logs each connection.
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **(env or {})}, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"server exited during start: {' '.join(command)}\n{process.stderr.read().decode()[-2000:]}")
+            log.seek(0)
+            raise SystemExit(f"server exited during start: {' '.join(command)}\n{log.read().decode()[-2000:]}")
         try:
             if requests.get(f"{url}/health", timeout=1).status_code < 500:
                 return Server(url, process, time.perf_counter() - started)
@@ -166,7 +170,7 @@ def start_template(package: Path) -> Server:
 def start_floor(response: str) -> Server:
     port = free_port()
     command = [sys.executable, "-m", "rooms.bench", "--serve-floor", str(port), response]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     process.stdout.readline()  # "ready"
     return Server(f"http://127.0.0.1:{port}", process)
 
@@ -207,14 +211,13 @@ def _step_frame(message: str) -> str:
     return json.dumps({"type": "step", "data": {"message": message}})
 
 
-def sync_session(make_step: Callable[[], tuple[Callable[[], Any], Callable[[], None]]], plan: Plan, run: Run, advance) -> None:
-    """One session in this thread: warm up, then time each step."""
+def sync_session(make_step: Callable[[], tuple[Callable[[], Any], Callable[[], None]]], plan: Plan, run: Run, advance,
+                 opening: threading.Semaphore) -> None:
+    """One session in this thread: warm up, then time each step; failures are counted."""
+    close = None
     try:
-        step, close = make_step()
-    except Exception as exc:  # noqa: BLE001 - reported, never raised
-        run.errors[_kind(exc)] += 1
-        return
-    try:
+        with opening:
+            step, close = make_step()
         for _ in range(plan.warmup):
             step()
         started, done = time.perf_counter(), 0
@@ -222,7 +225,7 @@ def sync_session(make_step: Callable[[], tuple[Callable[[], Any], Callable[[], N
             t0 = time.perf_counter_ns()
             try:
                 step()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - reported, never raised
                 run.errors[_kind(exc)] += 1
                 if run.errors[_kind(exc)] > 100:
                     return
@@ -234,10 +237,11 @@ def sync_session(make_step: Callable[[], tuple[Callable[[], Any], Callable[[], N
     except Exception as exc:  # noqa: BLE001
         run.errors[_kind(exc)] += 1
     finally:
-        try:
-            close()
-        except Exception:  # noqa: BLE001
-            pass
+        if close is not None:
+            try:
+                close()
+            except Exception:  # noqa: BLE001
+                pass
 
 
 def _kind(exc: BaseException) -> str:
@@ -245,6 +249,8 @@ def _kind(exc: BaseException) -> str:
     for code in ("CAPACITY_REACHED", "VALIDATION_ERROR"):
         if code in text:
             return code
+    if os.environ.get("ROOMS_BENCH_DEBUG"):
+        console.print(f"{type(exc).__name__}: {text[:200]}")
     return type(exc).__name__
 
 
@@ -301,13 +307,12 @@ def http_sync(url: str, message: str):
     return make
 
 
-async def async_session(open_session, plan: Plan, run: Run, advance) -> None:
+async def async_session(open_session, plan: Plan, run: Run, advance, opening: asyncio.Semaphore) -> None:
+    """One session on this event loop: warm up, then time each step; failures are counted."""
+    close = None
     try:
-        step, close = await open_session()
-    except Exception as exc:  # noqa: BLE001
-        run.errors[_kind(exc)] += 1
-        return
-    try:
+        async with opening:
+            step, close = await open_session()
         for _ in range(plan.warmup):
             await step()
         started, done = time.perf_counter(), 0
@@ -315,7 +320,7 @@ async def async_session(open_session, plan: Plan, run: Run, advance) -> None:
             t0 = time.perf_counter_ns()
             try:
                 await step()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - reported, never raised
                 run.errors[_kind(exc)] += 1
                 if run.errors[_kind(exc)] > 100:
                     return
@@ -324,11 +329,14 @@ async def async_session(open_session, plan: Plan, run: Run, advance) -> None:
             done += 1
             if done % 50 == 0:
                 advance(50)
+    except Exception as exc:  # noqa: BLE001
+        run.errors[_kind(exc)] += 1
     finally:
-        try:
-            await close()
-        except Exception:  # noqa: BLE001
-            pass
+        if close is not None:
+            try:
+                await close()
+            except Exception:  # noqa: BLE001
+                pass
 
 
 def rooms_ws_async(client_cls: type, url: str, message: str):
@@ -372,13 +380,15 @@ def measure(name: str, transport: str, mode: str, sessions: int, plan: Plan, mak
 
         started = time.perf_counter()
         if mode == "sync":
+            opening = threading.Semaphore(OPENING_AT_ONCE)
             with ThreadPoolExecutor(max_workers=sessions) as pool:
-                for future in [pool.submit(sync_session, make_session, plan, run, advance) for _ in range(sessions)]:
+                for future in [pool.submit(sync_session, make_session, plan, run, advance, opening) for _ in range(sessions)]:
                     future.result()
         else:
 
             async def main() -> None:
-                await asyncio.gather(*(async_session(make_session, plan, run, advance) for _ in range(sessions)))
+                opening = asyncio.Semaphore(OPENING_AT_ONCE)
+                await asyncio.gather(*(async_session(make_session, plan, run, advance, opening) for _ in range(sessions)))
 
             asyncio.run(main())
         run.seconds = time.perf_counter() - started
