@@ -573,7 +573,11 @@ def _observation_payload(url: str, message: str) -> dict:
 
 
 def compare_with_template(plan, message, runs, servers, cold_starts, client_cls, ours: Server) -> list[tuple[str, str, float]]:
-    """The pristine template and Rooms, side by side: sync 1 session, async 16 sessions, HTTP."""
+    """The pristine template and Rooms, side by side: sync 1 session, async 16 sessions, HTTP.
+
+    Template and Rooms alternate scenario by scenario, so a machine that drifts
+    during the run weighs on both alike.
+    """
     directory = Path(tempfile.mkdtemp(prefix="rooms-bench-template-"))
     package = generate_template(directory)
     sys.path.insert(0, str(directory))
@@ -582,22 +586,29 @@ def compare_with_template(plan, message, runs, servers, cold_starts, client_cls,
     template = start_template(package)
     servers.append(template)
     cold_starts["template"] = template.start_seconds
+    scenarios = {
+        "sync": lambda cls, url: ("ws", "sync", 1, rooms_ws_sync(cls, url, message)),
+        "async": lambda cls, url: ("ws", "async", 16, rooms_ws_async(cls, url, message)),
+        "http": lambda cls, url: ("http", "sync", 1, http_sync(url, message)),
+    }
     measured = {}
-    for who, cls, server in (("template", TemplateEnv, template), ("rooms", client_cls, ours)):
-        measured[who, "sync"] = measure(f"{who} ws sync", "ws", "sync", 1, plan, rooms_ws_sync(cls, server.url, message))
-        measured[who, "async"] = measure(f"{who} ws async ×16", "ws", "async", 16, plan, rooms_ws_async(cls, server.url, message))
-        measured[who, "http"] = measure(f"{who} http sync", "http", "sync", 1, plan, http_sync(server.url, message))
+    for scenario, build in scenarios.items():
+        for who, cls, server in (("template", TemplateEnv, template), ("rooms", client_cls, ours)):
+            transport, mode, sessions, make = build(cls, server.url)
+            name = f"{who} {transport} {mode}" + (f" ×{sessions}" if sessions > 1 else "") + " (vs template)"
+            measured[who, scenario] = measure(name, transport, mode, sessions, plan, make)
     runs.extend(measured.values())
     shutil.rmtree(directory, ignore_errors=True)
     floor = next(r for r in runs if r.name.startswith("floor"))
-    return [
-        ("rooms sync steps/s", "template", measured["rooms", "sync"].steps_per_s / measured["template", "sync"].steps_per_s),
-        ("rooms sync p50 latency", "floor p50", measured["rooms", "sync"].percentile_us(50) / floor.percentile_us(50)),
+    ratios = [
+        ("rooms sync steps/s", "template sync steps/s", measured["rooms", "sync"].steps_per_s / measured["template", "sync"].steps_per_s),
+        ("rooms async ×16 steps/s", "template async ×16 steps/s", measured["rooms", "async"].steps_per_s / measured["template", "async"].steps_per_s),
+        ("rooms http steps/s", "template http steps/s", measured["rooms", "http"].steps_per_s / measured["template", "http"].steps_per_s),
         ("template sync p50 latency", "floor p50", measured["template", "sync"].percentile_us(50) / floor.percentile_us(50)),
-        ("rooms async ×16 steps/s", "template", measured["rooms", "async"].steps_per_s / measured["template", "async"].steps_per_s),
-        ("rooms http steps/s", "template", measured["rooms", "http"].steps_per_s / measured["template", "http"].steps_per_s),
-        ("rooms cold start", "template", cold_starts["rooms"] / cold_starts["template"]) if "rooms" in cold_starts else ("", "", 0),
     ]
+    if "rooms" in cold_starts:
+        ratios.append(("rooms cold start", "template cold start", cold_starts["rooms"] / cold_starts["template"]))
+    return ratios
 
 
 if __name__ == "__main__":

@@ -33,13 +33,15 @@ def test_starts_its_own_server_with_floor_and_template(tmp_path):
     report = load(tmp_path / "r.json")
     names = [run["name"] for run in report["runs"]]
     assert names[:2] == ["rooms ws sync", "floor (bare websockets echo)"]
-    assert {"template ws sync", "rooms ws async ×16", "template http sync", "sweep 4 sessions"} <= set(names)
+    assert {"template ws sync (vs template)", "rooms ws async ×16 (vs template)", "template http sync (vs template)",
+            "sweep 4 sessions"} <= set(names)
     for run in report["runs"]:
         assert run["errors"] == 0 and run["steps"] == 60 * run["sessions"] and run["latency_us"]["p50"] > 0
     sweep4 = next(r for r in report["runs"] if r["name"] == "sweep 4 sessions")
     assert sweep4["server_rss_per_session_kb"] is not None
     figures = {r["figure"] + " / " + r["compared_with"] for r in report["ratios"]}
-    assert {"rooms sync steps/s / template", "rooms sync p50 latency / floor p50", "rooms async ×16 steps/s / template"} <= figures
+    assert {"rooms sync steps/s / template sync steps/s", "rooms sync p50 latency / floor p50",
+            "rooms async ×16 steps/s / template async ×16 steps/s", "rooms cold start / template cold start"} <= figures
     assert set(report["cold_start_s"]) == {"rooms", "template"}
     assert "Ratios (same machine, same run)" in result.stdout and "steps/s" in result.stdout
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -85,8 +85,30 @@ def test_test_command_block_is_what_ci_runs():
 
 @pytest.mark.parametrize("block", readme_blocks("shell"), ids=lambda b: b.id)
 def test_shell_block(block):
-    result = subprocess.run(["bash", "-euc", block.code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(["bash", "-euc", block.code], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
+    following = [b for b in readme_blocks() if b.index == block.index + 1]
+    if following and following[0].kind == "output":
+        for label in _row_labels(following[0].code):
+            assert label in _row_labels(result.stdout), f"README shows a row {label!r} the command no longer prints"
+
+
+def _row_labels(table: str) -> list[str]:
+    """First cells of a rich table's rows, and the lines outside tables."""
+    labels = []
+    for line in table.splitlines():
+        if line.startswith("│"):
+            labels.append(line.split("│")[1].strip())
+        elif line.startswith("cold start"):
+            labels.append(line.split(":")[0])
+    return labels
+
+
+def test_every_output_block_follows_a_block_that_prints_it():
+    blocks = readme_blocks()
+    for block in blocks:
+        if block.kind == "output":
+            assert blocks[block.index - 1].kind == "shell"
 
 
 @pytest.mark.parametrize("block", readme_blocks("app-excerpt"), ids=lambda b: b.id)
