@@ -34,6 +34,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from websockets.sync.client import connect as ws_connect
 
+from rooms.client import DIRECT_CONNECTION
+
 console = Console(stderr=True)
 # Sessions open this many at a time: a thousand simultaneous handshakes would time out
 # against one server process long before any of them stepped.
@@ -105,14 +107,15 @@ class Server:
     process: Optional[subprocess.Popen] = None
     start_seconds: Optional[float] = None
 
-    def rss_kb(self) -> Optional[int]:
+    def rss_kb(self, field: str = "VmRSS") -> Optional[int]:
+        """The server's resident memory (`VmHWM`: its peak), when it runs here."""
         if self.process is None:
             return None
         try:
             status = Path(f"/proc/{self.process.pid}/status").read_text()
         except OSError:
             return None
-        return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), None)
+        return next((int(line.split()[1]) for line in status.splitlines() if line.startswith(f"{field}:")), None)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -211,31 +214,53 @@ def _step_frame(message: str) -> str:
     return json.dumps({"type": "step", "data": {"message": message}})
 
 
+class Counting:
+    """Times steps and counts failures for one session; shared by the sync and async loops."""
+
+    def __init__(self, plan: Plan, run: Run, advance: Callable[[int], None]):
+        self.plan, self.run, self.advance = plan, run, advance
+        self.done, self.started = 0, 0.0
+
+    def start(self) -> None:
+        self.started = time.perf_counter()
+
+    def more(self) -> bool:
+        return self.plan.keep_going(self.done, self.started)
+
+    def succeeded(self, t0: int) -> None:
+        self.run.latencies_ns.append(time.perf_counter_ns() - t0)
+        self.done += 1
+        if self.done % 50 == 0:
+            self.advance(50)
+
+    def failed(self, exc: BaseException) -> bool:
+        """Count the failure; False once a session has failed too often to go on."""
+        kind = _kind(exc)
+        self.run.errors[kind] += 1
+        return self.run.errors[kind] <= 100
+
+
 def sync_session(make_step: Callable[[], tuple[Callable[[], Any], Callable[[], None]]], plan: Plan, run: Run, advance,
                  opening: threading.Semaphore) -> None:
     """One session in this thread: warm up, then time each step; failures are counted."""
-    close = None
+    counting, close = Counting(plan, run, advance), None
     try:
         with opening:
             step, close = make_step()
         for _ in range(plan.warmup):
             step()
-        started, done = time.perf_counter(), 0
-        while plan.keep_going(done, started):
+        counting.start()
+        while counting.more():
             t0 = time.perf_counter_ns()
             try:
                 step()
             except Exception as exc:  # noqa: BLE001 - reported, never raised
-                run.errors[_kind(exc)] += 1
-                if run.errors[_kind(exc)] > 100:
+                if not counting.failed(exc):
                     return
                 continue
-            run.latencies_ns.append(time.perf_counter_ns() - t0)
-            done += 1
-            if done % 50 == 0:
-                advance(50)
+            counting.succeeded(t0)
     except Exception as exc:  # noqa: BLE001
-        run.errors[_kind(exc)] += 1
+        counting.failed(exc)
     finally:
         if close is not None:
             try:
@@ -256,13 +281,11 @@ def _kind(exc: BaseException) -> str:
 
 def rooms_ws_sync(client_cls: type, url: str, message: str):
     def make():
-        env = client_cls(base_url=url)
-        action_cls = _action_class(client_cls)
-        action = action_cls(message=message)
-        env.sync().connect() if hasattr(env, "sync") else env.connect()
-        sync = env.sync()
-        sync.reset()
-        return (lambda: sync.step(action)), sync.close
+        action = _action_class(client_cls)(message=message)
+        env = client_cls(base_url=url).sync()
+        env.connect()
+        env.reset()
+        return (lambda: env.step(action)), env.close
 
     return make
 
@@ -276,7 +299,7 @@ def floor_ws_sync(url: str, message: str):
     frame = _step_frame(message)
 
     def make():
-        ws = ws_connect(url.replace("http", "ws"), max_size=None, **_direct())
+        ws = ws_connect(url.replace("http", "ws"), max_size=None, **DIRECT_CONNECTION)
 
         def step():
             ws.send(frame)
@@ -285,12 +308,6 @@ def floor_ws_sync(url: str, message: str):
         return step, ws.close
 
     return make
-
-
-def _direct() -> dict:
-    import inspect
-
-    return {"legacy": True} if "legacy" in inspect.signature(ws_connect).parameters else {}
 
 
 def http_sync(url: str, message: str):
@@ -309,28 +326,24 @@ def http_sync(url: str, message: str):
 
 async def async_session(open_session, plan: Plan, run: Run, advance, opening: asyncio.Semaphore) -> None:
     """One session on this event loop: warm up, then time each step; failures are counted."""
-    close = None
+    counting, close = Counting(plan, run, advance), None
     try:
         async with opening:
             step, close = await open_session()
         for _ in range(plan.warmup):
             await step()
-        started, done = time.perf_counter(), 0
-        while plan.keep_going(done, started):
+        counting.start()
+        while counting.more():
             t0 = time.perf_counter_ns()
             try:
                 await step()
             except Exception as exc:  # noqa: BLE001 - reported, never raised
-                run.errors[_kind(exc)] += 1
-                if run.errors[_kind(exc)] > 100:
+                if not counting.failed(exc):
                     return
                 continue
-            run.latencies_ns.append(time.perf_counter_ns() - t0)
-            done += 1
-            if done % 50 == 0:
-                advance(50)
+            counting.succeeded(t0)
     except Exception as exc:  # noqa: BLE001
-        run.errors[_kind(exc)] += 1
+        counting.failed(exc)
     finally:
         if close is not None:
             try:
@@ -394,16 +407,8 @@ def measure(name: str, transport: str, mode: str, sessions: int, plan: Plan, mak
         run.seconds = time.perf_counter() - started
     if rss_before is not None and sessions > 1:
         # Sessions are closed by now; RSS high-water mark is what they cost.
-        run.server_rss_per_session_kb = max(0, (_peak_rss_kb(server) or 0) - rss_before) / sessions
+        run.server_rss_per_session_kb = max(0, (server.rss_kb("VmHWM") or 0) - rss_before) / sessions
     return run
-
-
-def _peak_rss_kb(server: Server) -> Optional[int]:
-    try:
-        status = Path(f"/proc/{server.process.pid}/status").read_text()
-    except (OSError, AttributeError):
-        return None
-    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), None)
 
 
 def session_factory(transport: str, mode: str, client_cls: type, url: str, message: str):

@@ -27,8 +27,8 @@ from websockets.sync.client import ClientConnection, connect
 
 from rooms.models import RoomsAction, RoomsObservation
 
-# websockets >= 17 warns when a connection is held without `with`, unless asked for directly.
-_DIRECT_CONNECTION = {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
+# Options for a connection held open without `with`: websockets >= 17 warns unless asked for directly.
+DIRECT_CONNECTION = {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
 
 
 class RoomsEnv(EnvClient[RoomsAction, RoomsObservation, State]):
@@ -277,7 +277,7 @@ class RoomsSyncEnv(SyncEnvClient[RoomsAction, RoomsObservation, State]):
                 ping_interval=client._websocket_ping_interval_s,
                 ping_timeout=client._websocket_ping_timeout_s,
                 additional_headers=client._headers,
-                **_DIRECT_CONNECTION,
+                **DIRECT_CONNECTION,
                 **({"proxy": None} if _is_localhost_ws_url(ws_url) else {}),
             )
         except Exception as e:
