@@ -121,3 +121,14 @@ def test_readme_hub_block_up_to_the_network(built_image):
         assert containers_of(hub_image) == before
     finally:
         docker("rmi", hub_image, check=False)
+
+
+def test_openenv_validate_against_the_running_container_passes(container):
+    _, url = container
+    result = subprocess.run([str(ROOT / ".venv" / "bin" / "openenv"), "validate", "--url", url],
+                            capture_output=True, text=True, timeout=120)
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "openenv-validate-url-container.txt").write_text(result.stdout + result.stderr)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.rstrip().endswith("Verdict: PASS")
+    assert "FAIL" not in result.stdout
