@@ -17,6 +17,7 @@ KINDS = {
     "server-command": "started as written (on a free port), must answer /health and serve Rooms",
     "test-command": "the command .ci/run runs: this very suite",
     "shell": "run as written from the project root, must exit 0",
+    "live-shell": "run from the project root against a live server (localhost:8000 replaced), must exit 0",
     "output": "what the block before it prints: the same rows must appear when it runs",
     "app-excerpt": "must appear verbatim in server/app.py",
     "layout": "every path it lists must exist",

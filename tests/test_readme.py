@@ -87,10 +87,21 @@ def test_test_command_block_is_what_ci_runs():
 def test_shell_block(block):
     result = subprocess.run(["bash", "-euc", block.code], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
+    if "openenv validate" in block.code:
+        assert result.stdout.rstrip().endswith("Verdict: PASS")
     following = [b for b in readme_blocks() if b.index == block.index + 1]
     if following and following[0].kind == "output":
         for label in _row_labels(following[0].code):
             assert label in _row_labels(result.stdout), f"README shows a row {label!r} the command no longer prints"
+
+
+@pytest.mark.parametrize("block", readme_blocks("live-shell"), ids=lambda b: b.id)
+def test_live_shell_block(block, live_server):
+    assert "http://localhost:8000" in block.code
+    command = block.code.replace("http://localhost:8000", live_server.url)
+    result = subprocess.run(["bash", "-euc", command], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.rstrip().endswith("Verdict: PASS")
 
 
 def _row_labels(table: str) -> list[str]:
