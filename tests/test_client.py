@@ -4,10 +4,12 @@ the synchronous transport with openenv's own client (results and exceptions)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 from openenv.core.env_client import EnvClient
@@ -190,16 +192,53 @@ def test_capacity_reached_names_the_limit(server_factory, form):
     )
 
 
-@pytest.mark.parametrize("form", FORMS)
-def test_a_timeout_raises_timeout_error_and_the_next_call_works(base_url, form):
-    def script(do):
-        first = do("reset")
-        return [first, do("step", RoomsAction(message="slow enough")), do("state")]
+@pytest.fixture(scope="module")
+def slow_peer() -> Iterator[str]:
+    """A WebSocket peer that answers like Rooms, but waits `float(message)` seconds on such a step."""
+    from websockets.asyncio.server import serve
 
-    outcomes = FORMS[form](base_url, script, message_timeout_s=1e-9)
-    assert outcomes[1][0] is TimeoutError
-    outcomes = FORMS[form](base_url, script, message_timeout_s=10)
-    assert outcomes[1].reward == 1.1
+    async def answer(ws) -> None:
+        async for frame in ws:
+            message = json.loads(frame)
+            if message["type"] == "state":
+                await ws.send(json.dumps({"type": "state", "data": {"episode_id": "slow", "step_count": 0}}))
+                continue
+            text = message.get("data", {}).get("message", "")
+            try:
+                await asyncio.sleep(float(text))
+            except ValueError:
+                pass
+            observation = {"echoed_message": text, "message_length": len(text), "metadata": {}}
+            await ws.send(json.dumps({"type": "observation",
+                                      "data": {"observation": observation, "reward": len(text) / 10, "done": False}}))
+
+    ready, stop = threading.Event(), threading.Event()
+    port = free_port()
+
+    async def main() -> None:
+        async with serve(answer, "127.0.0.1", port):
+            ready.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    ready.wait(10)
+    yield f"http://127.0.0.1:{port}"
+    stop.set()
+    thread.join(10)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_a_timeout_raises_timeout_error_and_the_next_call_works(slow_peer, form):
+    def script(do):
+        return [do("reset"), do("step", RoomsAction(message="0.5")), do("step", RoomsAction(message="fast")), do("state")]
+
+    reset, slow, fast, state = FORMS[form](slow_peer, script, message_timeout_s=0.2)
+    assert reset.observation.echoed_message == ""
+    assert slow[0] is TimeoutError
+    assert fast.observation.echoed_message == "fast"  # on a fresh socket: no stale reply read
+    assert state.episode_id == "slow"
 
 
 @pytest.mark.parametrize("form", FORMS)
