@@ -40,6 +40,8 @@ console = Console(stderr=True)
 # Sessions open this many at a time: a thousand simultaneous handshakes would time out
 # against one server process long before any of them stepped.
 OPENING_AT_ONCE = 64
+# Single sync sessions compared with each other run in this many alternating slices.
+SIDE_BY_SIDE_ROUNDS = 20
 
 
 @dataclass
@@ -249,24 +251,27 @@ def sync_session(make_step: Callable[[], tuple[Callable[[], Any], Callable[[], N
             step, close = make_step()
         for _ in range(plan.warmup):
             step()
-        counting.start()
-        while counting.more():
-            t0 = time.perf_counter_ns()
-            try:
-                step()
-            except Exception as exc:  # noqa: BLE001 - reported, never raised
-                if not counting.failed(exc):
-                    return
-                continue
-            counting.succeeded(t0)
+        timed_sync_steps(step, counting)
     except Exception as exc:  # noqa: BLE001
         counting.failed(exc)
     finally:
         if close is not None:
-            try:
-                close()
-            except Exception:  # noqa: BLE001
-                pass
+            _close_quietly(close)
+
+
+def timed_sync_steps(step: Callable[[], Any], counting: Counting) -> bool:
+    """Time steps until the plan says stop; False if the session failed too often to go on."""
+    counting.start()
+    while counting.more():
+        t0 = time.perf_counter_ns()
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - reported, never raised
+            if not counting.failed(exc):
+                return False
+            continue
+        counting.succeeded(t0)
+    return True
 
 
 def _kind(exc: BaseException) -> str:
@@ -411,6 +416,51 @@ def measure(name: str, transport: str, mode: str, sessions: int, plan: Plan, mak
     return run
 
 
+def measure_side_by_side(contenders: list[tuple[str, Callable]], plan: Plan, rounds: int = SIDE_BY_SIDE_ROUNDS) -> list[Run]:
+    """One sync session each, timed in alternating slices: a machine that drifts weighs on all alike."""
+    runs = [Run(name, "ws", "sync", 1, len(plan.message.encode())) for name, _ in contenders]
+    sessions: list[Optional[tuple[Callable, Callable]]] = []
+    label = " · ".join(name for name, _ in contenders)
+    with Progress(TextColumn(f"{label[:60]:<60}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task(label, total=rounds * len(contenders))
+        try:
+            for (name, make), run in zip(contenders, runs):
+                sessions.append(_open_warm(make, plan.warmup, run))
+            for round_ in range(rounds):
+                steps = plan.steps * (round_ + 1) // rounds - plan.steps * round_ // rounds
+                slice_plan = Plan(steps, plan.duration / rounds if plan.duration else None, 0, plan.message)
+                for index, (session, run) in enumerate(zip(sessions, runs)):
+                    if session is not None:
+                        counting = Counting(slice_plan, run, lambda n: None)
+                        if not timed_sync_steps(session[0], counting):
+                            sessions[index] = None
+                        run.seconds += time.perf_counter() - counting.started
+                    progress.update(task, advance=1)
+        finally:
+            for session in sessions:
+                if session is not None:
+                    _close_quietly(session[1])
+    return runs
+
+
+def _open_warm(make: Callable, warmup: int, run: Run) -> Optional[tuple[Callable, Callable]]:
+    try:
+        step, close = make()
+        for _ in range(warmup):
+            step()
+        return step, close
+    except Exception as exc:  # noqa: BLE001 - reported, never raised
+        Counting(Plan(0, None, 0, ""), run, lambda n: None).failed(exc)
+        return None
+
+
+def _close_quietly(close: Callable) -> None:
+    try:
+        close()
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def session_factory(transport: str, mode: str, client_cls: type, url: str, message: str):
     if transport == "ws":
         return (rooms_ws_sync if mode == "sync" else rooms_ws_async)(client_cls, url, message)
@@ -527,27 +577,27 @@ def main(argv: Optional[list[str]] = None) -> int:
     ratios: list[tuple[str, str, float]] = []
     cold_starts: dict[str, float] = {}
     servers: list[Server] = []
+    template: Optional[Template] = None
     try:
         largest = max([args.sessions, 16, *(args.sweep or [])])
         server = Server(args.url.rstrip("/")) if args.url else start_rooms(largest)
         servers.append(server)
         if server.start_seconds is not None:
             cold_starts["rooms"] = server.start_seconds
-        main_run = measure(
-            f"rooms {args.transport} {args.mode}", args.transport, args.mode, args.sessions, plan,
-            session_factory(args.transport, args.mode, RoomsEnv, server.url, message), server,
-        )
-        runs.append(main_run)
-        if args.floor or args.compare_template:
-            response = json.dumps({"type": "observation", "data": _observation_payload(server.url, message)})
-            floor = start_floor(response)
-            servers.append(floor)
-            floor_run = measure("floor (bare websockets echo)", "ws", "sync", 1, plan, floor_ws_sync(floor.url, message))
-            runs.append(floor_run)
-            if args.transport == "ws" and args.mode == "sync" and args.sessions == 1:
-                ratios.append(("rooms sync p50 latency", "floor p50", main_run.percentile_us(50) / floor_run.percentile_us(50)))
+        sync_alone = (args.transport, args.mode, args.sessions) == ("ws", "sync", 1)
+        if not (sync_alone and (args.floor or args.compare_template)):
+            runs.append(measure(
+                f"rooms {args.transport} {args.mode}", args.transport, args.mode, args.sessions, plan,
+                session_factory(args.transport, args.mode, RoomsEnv, server.url, message), server,
+            ))
         if args.compare_template:
-            ratios += compare_with_template(plan, message, runs, servers, cold_starts, RoomsEnv, server)
+            template = launch_template()
+            servers.append(template.server)
+            cold_starts["template"] = template.server.start_seconds
+        if args.floor or args.compare_template:
+            ratios += compare_sync_side_by_side(plan, message, runs, servers, RoomsEnv, server, template)
+        if template is not None:
+            ratios += compare_with_template(plan, message, runs, cold_starts, RoomsEnv, server, template)
         for sessions in args.sweep or []:
             runs.append(measure(f"sweep {sessions} sessions", "ws", "async", sessions, plan,
                                 rooms_ws_async(RoomsEnv, server.url, message), server))
@@ -557,6 +607,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     finally:
         for server in servers:
             server.stop()
+        if template is not None:
+            shutil.rmtree(template.directory, ignore_errors=True)
     print_results(runs, ratios, cold_starts)
     if args.json:
         args.json.write_text(json.dumps({
@@ -577,39 +629,67 @@ def _observation_payload(url: str, message: str) -> dict:
     return payload
 
 
-def compare_with_template(plan, message, runs, servers, cold_starts, client_cls, ours: Server) -> list[tuple[str, str, float]]:
-    """The pristine template and Rooms, side by side: sync 1 session, async 16 sessions, HTTP.
+def compare_sync_side_by_side(plan, message, runs, servers, client_cls, ours: Server,
+                              template: Optional[Template]) -> list[tuple[str, str, float]]:
+    """Rooms, the floor and (optionally) the pristine template, one sync session each, side by side."""
+    response = json.dumps({"type": "observation", "data": _observation_payload(ours.url, message)})
+    floor = start_floor(response)
+    servers.append(floor)
+    contenders = [("rooms ws sync", rooms_ws_sync(client_cls, ours.url, message)),
+                  ("floor (bare websockets echo)", floor_ws_sync(floor.url, message))]
+    if template is not None:
+        contenders.append(("template ws sync", rooms_ws_sync(template.client_cls, template.server.url, message)))
+    measured = measure_side_by_side(contenders, plan)
+    runs.extend(measured)
+    rooms, floor_run = measured[0], measured[1]
+    ratios = [("rooms sync p50 latency", "floor p50", rooms.percentile_us(50) / floor_run.percentile_us(50))]
+    if template is not None:
+        template_run = measured[2]
+        ratios += [
+            ("rooms sync steps/s", "template sync steps/s", rooms.steps_per_s / template_run.steps_per_s),
+            ("template sync p50 latency", "floor p50", template_run.percentile_us(50) / floor_run.percentile_us(50)),
+        ]
+    return ratios
 
-    Template and Rooms alternate scenario by scenario, so a machine that drifts
-    during the run weighs on both alike.
-    """
+
+@dataclass
+class Template:
+    """The pristine template, generated into `directory` and served."""
+
+    directory: Path
+    server: Server
+    client_cls: type
+
+
+def launch_template() -> Template:
     directory = Path(tempfile.mkdtemp(prefix="rooms-bench-template-"))
     package = generate_template(directory)
     sys.path.insert(0, str(directory))
     from rooms_template.client import RoomsEnv as TemplateEnv  # noqa: E402
 
-    template = start_template(package)
-    servers.append(template)
-    cold_starts["template"] = template.start_seconds
+    return Template(directory, start_template(package), TemplateEnv)
+
+
+def compare_with_template(plan, message, runs, cold_starts, client_cls, ours: Server, template: Template) -> list[tuple[str, str, float]]:
+    """The pristine template and Rooms under load: async 16 sessions, and HTTP.
+
+    Template and Rooms alternate scenario by scenario, so a machine that drifts
+    during the run weighs on both alike.
+    """
     scenarios = {
-        "sync": lambda cls, url: ("ws", "sync", 1, rooms_ws_sync(cls, url, message)),
         "async": lambda cls, url: ("ws", "async", 16, rooms_ws_async(cls, url, message)),
         "http": lambda cls, url: ("http", "sync", 1, http_sync(url, message)),
     }
     measured = {}
     for scenario, build in scenarios.items():
-        for who, cls, server in (("template", TemplateEnv, template), ("rooms", client_cls, ours)):
-            transport, mode, sessions, make = build(cls, server.url)
+        for who, cls, url in (("template", template.client_cls, template.server.url), ("rooms", client_cls, ours.url)):
+            transport, mode, sessions, make = build(cls, url)
             name = f"{who} {transport} {mode}" + (f" ×{sessions}" if sessions > 1 else "") + " (vs template)"
             measured[who, scenario] = measure(name, transport, mode, sessions, plan, make)
     runs.extend(measured.values())
-    shutil.rmtree(directory, ignore_errors=True)
-    floor = next(r for r in runs if r.name.startswith("floor"))
     ratios = [
-        ("rooms sync steps/s", "template sync steps/s", measured["rooms", "sync"].steps_per_s / measured["template", "sync"].steps_per_s),
         ("rooms async ×16 steps/s", "template async ×16 steps/s", measured["rooms", "async"].steps_per_s / measured["template", "async"].steps_per_s),
         ("rooms http steps/s", "template http steps/s", measured["rooms", "http"].steps_per_s / measured["template", "http"].steps_per_s),
-        ("template sync p50 latency", "floor p50", measured["template", "sync"].percentile_us(50) / floor.percentile_us(50)),
     ]
     if "rooms" in cold_starts:
         ratios.append(("rooms cold start", "template cold start", cold_starts["rooms"] / cold_starts["template"]))

@@ -32,9 +32,8 @@ def test_starts_its_own_server_with_floor_and_template(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     report = load(tmp_path / "r.json")
     names = [run["name"] for run in report["runs"]]
-    assert names[:2] == ["rooms ws sync", "floor (bare websockets echo)"]
-    assert {"template ws sync (vs template)", "rooms ws async ×16 (vs template)", "template http sync (vs template)",
-            "sweep 4 sessions"} <= set(names)
+    assert names[:3] == ["rooms ws sync", "floor (bare websockets echo)", "template ws sync"]
+    assert {"rooms ws async ×16 (vs template)", "template http sync (vs template)", "sweep 4 sessions"} <= set(names)
     for run in report["runs"]:
         assert run["errors"] == 0 and run["steps"] == 60 * run["sessions"] and run["latency_us"]["p50"] > 0
     sweep4 = next(r for r in report["runs"] if r["name"] == "sweep 4 sessions")
@@ -98,3 +97,31 @@ def test_bad_arguments_are_refused_clearly(args):
     result = bench(*args)
     assert result.returncode == 2
     assert "usage: rooms-bench" in result.stderr
+
+
+def test_side_by_side_runs_every_step_asked_for_and_counts_failures():
+    from rooms.bench import Plan, measure_side_by_side
+
+    calls = []
+
+    def steady():
+        return (lambda: calls.append("steady")), (lambda: calls.append("closed"))
+
+    def failing():
+        warm = iter(range(3))
+
+        def step():
+            if next(warm, None) is None:
+                raise ConnectionError("server went away")
+
+        return step, (lambda: None)
+
+    def unreachable():
+        raise ConnectionError("Failed to connect")
+
+    steady_run, failing_run, unreachable_run = measure_side_by_side(
+        [("steady", steady), ("failing", failing), ("unreachable", unreachable)], Plan(47, None, 3, "x"), rounds=20)
+    assert steady_run.steps == 47 and calls.count("steady") == 50 and calls[-1] == "closed"
+    # A session that keeps failing is given up after 100 failures, as in the other loops.
+    assert failing_run.steps == 0 and failing_run.errors == {"ConnectionError": 101}
+    assert unreachable_run.steps == 0 and unreachable_run.errors == {"ConnectionError": 1}
