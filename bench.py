@@ -424,7 +424,7 @@ def measure_side_by_side(contenders: list[tuple[str, Callable]], plan: Plan, rou
     with Progress(TextColumn(f"{label[:60]:<60}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True) as progress:
         task = progress.add_task(label, total=rounds * len(contenders))
         try:
-            for (name, make), run in zip(contenders, runs):
+            for (_, make), run in zip(contenders, runs):
                 sessions.append(_open_warm(make, plan.warmup, run))
             for round_ in range(rounds):
                 steps = plan.steps * (round_ + 1) // rounds - plan.steps * round_ // rounds
@@ -433,6 +433,7 @@ def measure_side_by_side(contenders: list[tuple[str, Callable]], plan: Plan, rou
                     if session is not None:
                         counting = Counting(slice_plan, run, lambda n: None)
                         if not timed_sync_steps(session[0], counting):
+                            _close_quietly(session[1])
                             sessions[index] = None
                         run.seconds += time.perf_counter() - counting.started
                     progress.update(task, advance=1)
@@ -444,13 +445,16 @@ def measure_side_by_side(contenders: list[tuple[str, Callable]], plan: Plan, rou
 
 
 def _open_warm(make: Callable, warmup: int, run: Run) -> Optional[tuple[Callable, Callable]]:
+    close = None
     try:
         step, close = make()
         for _ in range(warmup):
             step()
         return step, close
     except Exception as exc:  # noqa: BLE001 - reported, never raised
-        Counting(Plan(0, None, 0, ""), run, lambda n: None).failed(exc)
+        run.errors[_kind(exc)] += 1
+        if close is not None:
+            _close_quietly(close)
         return None
 
 

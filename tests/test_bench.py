@@ -114,7 +114,7 @@ def test_side_by_side_runs_every_step_asked_for_and_counts_failures():
             if next(warm, None) is None:
                 raise ConnectionError("server went away")
 
-        return step, (lambda: None)
+        return step, (lambda: calls.append("failing closed"))
 
     def unreachable():
         raise ConnectionError("Failed to connect")
@@ -124,4 +124,5 @@ def test_side_by_side_runs_every_step_asked_for_and_counts_failures():
     assert steady_run.steps == 47 and calls.count("steady") == 50 and calls[-1] == "closed"
     # A session that keeps failing is given up after 100 failures, as in the other loops.
     assert failing_run.steps == 0 and failing_run.errors == {"ConnectionError": 101}
+    assert calls.count("failing closed") == 1
     assert unreachable_run.steps == 0 and unreachable_run.errors == {"ConnectionError": 1}
