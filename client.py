@@ -2,8 +2,8 @@
 
 In async code (an event loop is running) `RoomsEnv` is openenv's `EnvClient`,
 unchanged. In plain synchronous code, such as a rollout loop calling
-`env.step(...)`, it talks to the server over a blocking WebSocket
-(`websockets.sync`) in the calling thread instead of handing every call to a
+`env.step(...)`, it talks to the server over a blocking WebSocket read in the
+calling thread (`rooms.connection`) instead of handing every call to a
 background event loop: same messages, same results, same exceptions, a fraction
 of the latency.
 """
@@ -23,9 +23,9 @@ from openenv.core.env_server.types import State
 from openenv.core.sync_client import SyncEnvClient
 from pydantic_core import from_json
 from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State as SocketState
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import connect
 
+from rooms.connection import CallingThreadConnection
 from rooms.models import RoomsAction, RoomsObservation
 
 # Options for a connection held open without `with`: websockets >= 17 warns unless asked for directly.
@@ -203,7 +203,7 @@ class RoomsSyncEnv(SyncEnvClient[RoomsAction, RoomsObservation, State]):
 
     def __init__(self, async_client: RoomsEnv):
         super().__init__(async_client)
-        self._ws: Optional[ClientConnection] = None
+        self._ws: Optional[CallingThreadConnection] = None
         self._closing: Optional[threading.Thread] = None
         self._lock = threading.Lock()
 
@@ -252,9 +252,9 @@ class RoomsSyncEnv(SyncEnvClient[RoomsAction, RoomsObservation, State]):
         self._child_clients.append(child)
         return child
 
-    def _ensure_connected(self) -> ClientConnection:
+    def _ensure_connected(self) -> CallingThreadConnection:
         self._claim_sync_mode()
-        if self._ws is not None and self._ws.state not in (SocketState.CLOSING, SocketState.CLOSED):
+        if self._ws is not None and self._ws.is_open():
             return self._ws
         self._ws = None
         # A socket dropped after a timeout frees its server slot when its close finishes.
@@ -278,6 +278,7 @@ class RoomsSyncEnv(SyncEnvClient[RoomsAction, RoomsObservation, State]):
                 ping_interval=client._websocket_ping_interval_s,
                 ping_timeout=client._websocket_ping_timeout_s,
                 additional_headers=client._headers,
+                create_connection=CallingThreadConnection,
                 **DIRECT_CONNECTION,
                 **({"proxy": None} if _is_localhost_ws_url(ws_url) else {}),
             )
@@ -290,12 +291,12 @@ class RoomsSyncEnv(SyncEnvClient[RoomsAction, RoomsObservation, State]):
         with self._lock:
             ws = self._ensure_connected()
             try:
-                ws.send(json.dumps(message))
+                ws.send_text(json.dumps(message))
             except ConnectionClosed:
                 # A refused session sends an error frame, then closes; read the frame.
                 pass
             try:
-                raw = ws.recv(timeout=self._async._message_timeout, decode=False)
+                raw = ws.recv(timeout=self._async._message_timeout)
             except TimeoutError:
                 # A late reply must not be read as the answer to the next request.
                 self._ws = None
@@ -317,15 +318,15 @@ class RoomsSyncEnv(SyncEnvClient[RoomsAction, RoomsObservation, State]):
             pass
 
 
-def _graceful_close(ws: ClientConnection) -> None:
+def _graceful_close(ws: CallingThreadConnection) -> None:
     try:
-        ws.send(json.dumps({"type": "close"}))
+        ws.send_text(json.dumps({"type": "close"}))
     except Exception:
         pass
     _quiet_close(ws)
 
 
-def _quiet_close(ws: ClientConnection) -> None:
+def _quiet_close(ws: CallingThreadConnection) -> None:
     try:
         ws.close()
     except Exception:

@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence, Union
 
 import pytest
 import requests
@@ -62,14 +62,16 @@ class LiveServer:
             self.stopped = True
 
 
-def wait_until_healthy(url: str, process: Optional[subprocess.Popen] = None, timeout: float = 90.0) -> None:
+def wait_until_healthy(
+    url: str, process: Optional[subprocess.Popen] = None, timeout: float = 90.0, verify: Union[bool, str] = True
+) -> None:
     """Poll `/health` until it answers 200, failing early if the server's process dies."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"server exited with code {process.returncode} before answering")
         try:
-            if requests.get(f"{url}/health", timeout=1).status_code == 200:
+            if requests.get(f"{url}/health", timeout=1, verify=verify).status_code == 200:
                 return
         except requests.RequestException:
             pass

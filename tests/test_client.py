@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -17,7 +22,7 @@ from openenv.core.env_server.types import State
 from openenv.core.sync_client import SyncEnvClient
 
 from rooms import RoomsAction, RoomsEnv, RoomsObservation, RoomsSyncEnv
-from tests.conftest import free_port
+from tests.conftest import free_port, require, wait_until_healthy
 
 # --- the three ways to drive a session --------------------------------------------------
 
@@ -259,6 +264,80 @@ def test_server_restart_mid_episode(server_factory, form):
     assert issubclass(down[0], ConnectionError), down
     assert f"Failed to connect to ws://127.0.0.1:{server.port}/ws" in down[1]
     assert (after.reward, state) == (0.5, State(episode_id="after", step_count=1))
+
+
+def uvicorn_command(port: int, *options: str) -> list[str]:
+    """Rooms served by uvicorn's own command line, for settings the `server` script keeps fixed."""
+    return [sys.executable, "-m", "uvicorn", "rooms.server.app:app", "--host", "127.0.0.1", "--port", str(port),
+            "--ws", "websockets-sansio", *options]
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_idle_longer_than_the_server_ping_timeout_keeps_the_episode(server_factory, form):
+    """The server pings every 0.2 s and drops a socket that leaves a ping unanswered for 0.3 s."""
+    port = free_port()
+    server_factory(command=uvicorn_command(port, "--ws-ping-interval", "0.2", "--ws-ping-timeout", "0.3"), port=port)
+
+    def script(do):
+        first = [do("reset", episode_id="idle"), do("step", RoomsAction(message="before"))]
+        time.sleep(1.5)
+        return [*first, do("step", RoomsAction(message="after")), do("state")]
+
+    reset, before, after, state = FORMS[form](f"http://127.0.0.1:{port}", script)
+    assert (before.reward, after.reward) == (0.6, 0.5)
+    assert state == State(episode_id="idle", step_count=2)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_a_server_that_stops_answering_pings_is_left_for_a_new_session(server_factory, form):
+    """Our keepalive gives up on a silent server; once it answers again, the next call opens a new session."""
+    server = server_factory()
+
+    def script(do):
+        first = [do("reset", episode_id="frozen"), do("step", RoomsAction(message="before"))]
+        os.killpg(server.process.pid, signal.SIGSTOP)
+        try:
+            time.sleep(1.5)
+        finally:
+            os.killpg(server.process.pid, signal.SIGCONT)
+        return [*first, do("state")]
+
+    reset, before, state = FORMS[form](server.url, script, websocket_ping_interval_s=0.2, websocket_ping_timeout_s=0.3)
+    assert before.reward == 0.6
+    assert state.step_count == 0 and state.episode_id != "frozen"
+
+
+@pytest.fixture(scope="module")
+def tls_certificate(tmp_path_factory) -> Path:
+    """A self-signed certificate for localhost, and its key next to it."""
+    require(shutil.which("openssl") is not None, "needs the `openssl` command to make a test certificate")
+    directory = tmp_path_factory.mktemp("tls")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost", "-keyout", str(directory / "key.pem"),
+         "-out", str(directory / "cert.pem")],
+        check=True, capture_output=True,
+    )
+    return directory / "cert.pem"
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_wss_with_messages_spanning_many_tls_records(server_factory, tls_certificate, monkeypatch, base_url, form):
+    port = free_port()
+    key = tls_certificate.with_name("key.pem")
+    server_factory(command=uvicorn_command(port, "--ssl-certfile", str(tls_certificate), "--ssl-keyfile", str(key)),
+                   port=port, wait=False)
+    url = f"https://localhost:{port}"
+    wait_until_healthy(url, verify=str(tls_certificate))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_certificate))
+    large = "ü" * 300_000  # a reply of ~600 KB: dozens of 16 KB TLS records
+
+    def script(do):
+        return [*episode(do), do("step", RoomsAction(message=large))]
+
+    *first, big = FORMS[form](url, script)
+    assert _comparable(first) == _comparable(FORMS[form](base_url, episode))  # as over plain ws
+    assert (big.observation.echoed_message == large, big.observation.message_length) == (True, 300_000)
 
 
 # --- concurrency ----------------------------------------------------------------------------
