@@ -319,7 +319,7 @@ class CallingThreadConnection:
         while not self._stopped.is_set():
             idle_in = self._last_used + IDLE_AFTER_S - time.monotonic()
             if idle_in > 0 or self._io.locked():
-                self._stopped.wait(max(idle_in, IDLE_AFTER_S))
+                self._stopped.wait(idle_in if idle_in > 0 else IDLE_AFTER_S)
                 continue
             next_keepalive = self._next_keepalive()
             try:
