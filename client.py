@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import sys
 import threading
 from collections.abc import Coroutine
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Awaitable, Callable, Dict, Optional
 
 from openenv.core.client_types import StepResult
 from openenv.core.env_client import EnvClient, _is_localhost_ws_url
@@ -80,6 +81,25 @@ class RoomsEnv(EnvClient[RoomsAction, RoomsObservation, State]):
             # A refused session sends an error frame, then closes; read the frame.
             pass
         return raise_for_server_error(await self._receive())
+
+    async def _receive(self) -> Dict[str, Any]:
+        """The reply on the socket that carried the request, as openenv reads it, with less overhead.
+
+        Before Python 3.12, `asyncio.wait_for` (which openenv uses) starts a task per
+        call; `asyncio.timeout` does not. Replies are parsed by pydantic's JSON parser.
+        As in openenv, a socket given up on is dropped and closed in the background,
+        so a late reply is never read as the answer to the next request.
+        """
+        ws = self._ws
+        assert ws is not None
+        try:
+            raw = await _within(self._message_timeout, ws.recv(decode=False))
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            self._ws = None
+            self._ws_loop = None
+            self._schedule_socket_close(ws)
+            raise
+        return from_json(raw)
 
     def _blocking(self) -> Optional["RoomsSyncEnv"]:
         """The sync client when called from synchronous code, else None.
@@ -170,6 +190,13 @@ class RoomsEnv(EnvClient[RoomsAction, RoomsObservation, State]):
             super().from_env(repo_id, **options),
             lambda: cls._bootstrap_env(repo_id, **options),
         )
+
+
+async def _within(seconds: float, reply: Awaitable[bytes]) -> bytes:
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await reply
+    return await asyncio.wait_for(reply, seconds)
 
 
 def raise_for_server_error(response: Dict[str, Any]) -> Dict[str, Any]:
