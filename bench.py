@@ -16,6 +16,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,8 @@ console = Console(stderr=True)
 OPENING_AT_ONCE = 64
 # Single sync sessions compared with each other run in this many alternating slices.
 SIDE_BY_SIDE_ROUNDS = 20
+# Servers whose cold starts are compared are each started this many times, in alternating order.
+COLD_START_ROUNDS = 5
 
 
 @dataclass
@@ -71,6 +74,12 @@ class Run:
             return None
         ordered = sorted(self.latencies_ns)
         return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] / 1000
+
+    def absorb(self, other: "Run") -> None:
+        """Add another part of the same scenario's figures to this one."""
+        self.latencies_ns.extend(other.latencies_ns)
+        self.errors.update(other.errors)
+        self.seconds += other.seconds
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -474,7 +483,8 @@ def session_factory(transport: str, mode: str, client_cls: type, url: str, messa
 # --- reporting ----------------------------------------------------------------------------------
 
 
-def print_results(runs: list[Run], ratios: list[tuple[str, str, float]], cold_starts: dict[str, float]) -> None:
+def print_results(runs: list[Run], ratios: list[tuple[str, str, float]], cold_starts: dict[str, float],
+                  starts: int = 1) -> None:
     out = Console(width=None if sys.stdout.isatty() else 170)
     if ratios:
         table = Table(title="Ratios (same machine, same run)")
@@ -498,8 +508,9 @@ def print_results(runs: list[Run], ratios: list[tuple[str, str, float]], cold_st
     for run in runs:
         if run.errors:
             out.print(f"[yellow]{run.name}: errors {dict(run.errors)}[/yellow]")
+    of_starts = f", median of {starts} starts" if starts > 1 else ""
     for name, seconds in cold_starts.items():
-        out.print(f"cold start (process start → /health 200), {name}: {seconds:.2f} s")
+        out.print(f"cold start (process start → /health 200{of_starts}), {name}: {seconds:.2f} s")
 
 
 def _fmt(value: Optional[float]) -> str:
@@ -597,11 +608,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.compare_template:
             template = launch_template()
             servers.append(template.server)
-            cold_starts["template"] = template.server.start_seconds
         if args.floor or args.compare_template:
             ratios += compare_sync_side_by_side(plan, message, runs, servers, RoomsEnv, server, template)
         if template is not None:
-            ratios += compare_with_template(plan, message, runs, cold_starts, RoomsEnv, server, template)
+            ratios += compare_with_template(plan, message, runs, RoomsEnv, server, template)
+            package = template.directory / "rooms_template"
+            cold_starts = measure_cold_starts({"rooms": lambda: start_rooms(largest),
+                                               "template": lambda: start_template(package)})
+            ratios.append(("rooms cold start", "template cold start", cold_starts["rooms"] / cold_starts["template"]))
         for sessions in args.sweep or []:
             runs.append(measure(f"sweep {sessions} sessions", "ws", "async", sessions, plan,
                                 rooms_ws_async(RoomsEnv, server.url, message), server))
@@ -613,7 +627,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             server.stop()
         if template is not None:
             shutil.rmtree(template.directory, ignore_errors=True)
-    print_results(runs, ratios, cold_starts)
+    starts = COLD_START_ROUNDS if template is not None else 1
+    print_results(runs, ratios, cold_starts, starts)
     if args.json:
         args.json.write_text(json.dumps({
             "schema": "rooms-bench/1",
@@ -621,6 +636,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             "runs": [r.summary() for r in runs],
             "ratios": [{"figure": f, "compared_with": c, "ratio": round(v, 3)} for f, c, v in ratios],
             "cold_start_s": {k: round(v, 3) for k, v in cold_starts.items()},
+            "cold_start_starts": starts if cold_starts else 0,
         }, indent=2))
     if args.plot:
         write_plot(args.plot, runs)
@@ -674,30 +690,54 @@ def launch_template() -> Template:
     return Template(directory, start_template(package), TemplateEnv)
 
 
-def compare_with_template(plan, message, runs, cold_starts, client_cls, ours: Server, template: Template) -> list[tuple[str, str, float]]:
+def compare_with_template(plan, message, runs, client_cls, ours: Server, template: Template) -> list[tuple[str, str, float]]:
     """The pristine template and Rooms under load: async 16 sessions, and HTTP.
 
-    Template and Rooms alternate scenario by scenario, so a machine that drifts
-    during the run weighs on both alike.
+    Each scenario runs in two halves per server, template-rooms-rooms-template,
+    so a machine that drifts steadily during the run weighs on both alike.
     """
     scenarios = {
         "async": lambda cls, url: ("ws", "async", 16, rooms_ws_async(cls, url, message)),
         "http": lambda cls, url: ("http", "sync", 1, http_sync(url, message)),
     }
-    measured = {}
+    contenders = {"template": (template.client_cls, template.server.url), "rooms": (client_cls, ours.url)}
+    duration = plan.duration / 2 if plan.duration else None
+    halves = [Plan(plan.steps // 2, duration, plan.warmup, plan.message),
+              Plan(plan.steps - plan.steps // 2, duration, plan.warmup, plan.message)]
+    measured: dict[tuple[str, str], Run] = {}
     for scenario, build in scenarios.items():
-        for who, cls, url in (("template", template.client_cls, template.server.url), ("rooms", client_cls, ours.url)):
-            transport, mode, sessions, make = build(cls, url)
+        for who in ("template", "rooms", "rooms", "template"):
+            transport, mode, sessions, make = build(*contenders[who])
             name = f"{who} {transport} {mode}" + (f" ×{sessions}" if sessions > 1 else "") + " (vs template)"
-            measured[who, scenario] = measure(name, transport, mode, sessions, plan, make)
+            run = measure(name, transport, mode, sessions, halves[(who, scenario) in measured], make)
+            if (who, scenario) in measured:
+                measured[who, scenario].absorb(run)
+            else:
+                measured[who, scenario] = run
     runs.extend(measured.values())
-    ratios = [
+    return [
         ("rooms async ×16 steps/s", "template async ×16 steps/s", measured["rooms", "async"].steps_per_s / measured["template", "async"].steps_per_s),
         ("rooms http steps/s", "template http steps/s", measured["rooms", "http"].steps_per_s / measured["template", "http"].steps_per_s),
     ]
-    if "rooms" in cold_starts:
-        ratios.append(("rooms cold start", "template cold start", cold_starts["rooms"] / cold_starts["template"]))
-    return ratios
+
+
+def measure_cold_starts(launchers: dict[str, Callable[[], Server]], rounds: int = COLD_START_ROUNDS) -> dict[str, float]:
+    """Median seconds from process start to `/health` 200, each server started `rounds` times.
+
+    The order alternates round by round (A B, B A, A B, ...), so neither always
+    starts first, on the coldest file cache.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in launchers}
+    names = list(launchers)
+    with Progress(TextColumn(f"{'cold starts':<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task("cold starts", total=rounds * len(names))
+        for round_ in range(rounds):
+            for name in names if round_ % 2 == 0 else reversed(names):
+                server = launchers[name]()
+                server.stop()
+                samples[name].append(server.start_seconds)
+                progress.update(task, advance=1)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def test_starts_its_own_server_with_floor_and_template(tmp_path):
     figures = {r["figure"] + " / " + r["compared_with"] for r in report["ratios"]}
     assert {"rooms sync steps/s / template sync steps/s", "rooms sync p50 latency / floor p50",
             "rooms async ×16 steps/s / template async ×16 steps/s", "rooms cold start / template cold start"} <= figures
-    assert set(report["cold_start_s"]) == {"rooms", "template"}
+    assert set(report["cold_start_s"]) == {"rooms", "template"} and report["cold_start_starts"] == 5
     assert "Ratios (same machine, same run)" in result.stdout and "steps/s" in result.stdout
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -126,3 +126,19 @@ def test_side_by_side_runs_every_step_asked_for_and_counts_failures():
     assert failing_run.steps == 0 and failing_run.errors == {"ConnectionError": 101}
     assert calls.count("failing closed") == 1
     assert unreachable_run.steps == 0 and unreachable_run.errors == {"ConnectionError": 1}
+
+
+def test_cold_starts_alternate_and_report_the_median():
+    from rooms.bench import Server, measure_cold_starts
+
+    order, seconds = [], {"a": iter([5.0, 1.0, 2.0]), "b": iter([3.0, 9.0, 4.0])}
+
+    def launcher(name):
+        def launch():
+            order.append(name)
+            return Server("http://127.0.0.1:1", start_seconds=next(seconds[name]))
+        return launch
+
+    medians = measure_cold_starts({"a": launcher("a"), "b": launcher("b")}, rounds=3)
+    assert order == ["a", "b", "b", "a", "a", "b"]
+    assert medians == {"a": 2.0, "b": 4.0}
