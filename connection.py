@@ -51,11 +51,14 @@ class _NoReaderThread:
 class CallingThreadConnection:
     """A WebSocket client connection whose `send_text`/`recv` do their I/O in the calling thread.
 
-    >>> from websockets.sync.client import connect                      # doctest: +SKIP
-    >>> ws = connect("ws://localhost:8000/ws", create_connection=CallingThreadConnection)
-    >>> ws.send_text('{"type": "state"}'); ws.recv(timeout=5)
-    b'{"type":"state","data":{"episode_id":...,"step_count":0}}'
-    >>> ws.close()
+    Against a running Rooms server::
+
+        from websockets.sync.client import connect
+
+        ws = connect("ws://localhost:8000/ws", create_connection=CallingThreadConnection)
+        ws.send_text('{"type": "state"}')
+        ws.recv(timeout=5)  # b'{"type":"state","data":{"episode_id":"...","step_count":0}}'
+        ws.close()
 
     One request at a time: calls from several threads are serialized.
     """
