@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import pytest
 import requests
@@ -60,6 +63,29 @@ class LiveServer:
             return self.process.wait()
         finally:
             self.stopped = True
+
+
+@contextmanager
+def websockets_server(handler: Callable, port: int, **options: Any) -> Iterator[None]:
+    """Serve `handler` on 127.0.0.1:`port` with websockets' asyncio server, in a background thread."""
+    from websockets.asyncio.server import serve
+
+    ready, stop = threading.Event(), threading.Event()
+
+    async def main() -> None:
+        async with serve(handler, "127.0.0.1", port, **options):
+            ready.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
 
 
 def wait_until_healthy(

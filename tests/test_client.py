@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,7 +21,7 @@ from openenv.core.env_server.types import State
 from openenv.core.sync_client import SyncEnvClient
 
 from rooms import RoomsAction, RoomsEnv, RoomsObservation, RoomsSyncEnv
-from tests.conftest import free_port, require, wait_until_healthy
+from tests.conftest import free_port, require, wait_until_healthy, websockets_server
 
 # --- the three ways to drive a session --------------------------------------------------
 
@@ -200,7 +199,6 @@ def test_capacity_reached_names_the_limit(server_factory, form):
 @pytest.fixture(scope="module")
 def slow_peer() -> Iterator[str]:
     """A WebSocket peer that answers like Rooms, but waits `float(message)` seconds on such a step."""
-    from websockets.asyncio.server import serve
 
     async def answer(ws) -> None:
         async for frame in ws:
@@ -217,21 +215,9 @@ def slow_peer() -> Iterator[str]:
             await ws.send(json.dumps({"type": "observation",
                                       "data": {"observation": observation, "reward": len(text) / 10, "done": False}}))
 
-    ready, stop = threading.Event(), threading.Event()
     port = free_port()
-
-    async def main() -> None:
-        async with serve(answer, "127.0.0.1", port):
-            ready.set()
-            while not stop.is_set():
-                await asyncio.sleep(0.05)
-
-    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
-    thread.start()
-    ready.wait(10)
-    yield f"http://127.0.0.1:{port}"
-    stop.set()
-    thread.join(10)
+    with websockets_server(answer, port):
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.mark.parametrize("form", FORMS)

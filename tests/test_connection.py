@@ -14,14 +14,13 @@ from http import HTTPStatus
 from typing import Iterator
 
 import pytest
-from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidStatus
 from websockets.protocol import State
 from websockets.sync.client import connect
 
 from rooms.client import DIRECT_CONNECTION
 from rooms.connection import CallingThreadConnection
-from tests.conftest import free_port
+from tests.conftest import free_port, websockets_server
 
 
 @dataclass
@@ -70,20 +69,8 @@ def peer() -> Iterator[Peer]:
             return connection.respond(HTTPStatus.FORBIDDEN, "no\n")
         return None
 
-    ready, stop = threading.Event(), threading.Event()
-
-    async def main() -> None:
-        async with serve(handle, "127.0.0.1", port, process_request=redirect, max_size=2**16):
-            ready.set()
-            while not stop.is_set():
-                await asyncio.sleep(0.05)
-
-    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
-    thread.start()
-    ready.wait(10)
-    yield peer
-    stop.set()
-    thread.join(10)
+    with websockets_server(handle, port, process_request=redirect, max_size=2**16):
+        yield peer
 
 
 def open_connection(url: str, **kwargs) -> CallingThreadConnection:
@@ -96,8 +83,9 @@ def keepalive_threads() -> set[threading.Thread]:
     return {thread for thread in threading.enumerate() if thread.name == "rooms-ws-keepalive"}
 
 
-def test_request_and_reply(peer):
-    ws = open_connection(f"{peer.url}/echo")
+@pytest.mark.parametrize("path", ["/echo", "/moved"])  # /moved redirects to /echo
+def test_request_and_reply_directly_or_through_a_redirect(peer, path):
+    ws = open_connection(f"{peer.url}{path}")
     ws.send_text('{"type": "state"}')
     assert ws.recv(timeout=5) == b'{"type": "state"}'
     ws.close()
@@ -164,13 +152,6 @@ def test_a_message_over_max_size_fails_the_connection(peer):
         ws.recv(timeout=5)
     assert closed.value.sent.code == 1009  # message too big
     assert not ws.is_open()
-
-
-def test_redirects_are_followed(peer):
-    ws = open_connection(f"{peer.url}/moved")
-    ws.send_text("moved")
-    assert ws.recv(timeout=5) == b"moved"
-    ws.close()
 
 
 def test_a_refused_handshake_raises_websockets_error(peer):
