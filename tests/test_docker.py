@@ -11,7 +11,7 @@ import pytest
 import requests
 from websockets.sync.client import connect
 
-from tests.conftest import IMAGE, ROOT, docker, free_port, wait_until_healthy
+from tests.conftest import ROOT, docker, free_port, wait_until_healthy
 from tests.readme_blocks import Block, readme_blocks
 from tests.test_readme import assert_prints_what_it_promises, run_python
 
