@@ -238,7 +238,7 @@ class CallingThreadConnection:
             self.response = event
         elif event.opcode in DATA_OPCODES:
             if event.fin and not self._fragments:
-                self._messages.append(event.data)
+                self._messages.append(bytes(event.data))  # websockets' parser gives a bytearray
             else:
                 self._fragments.append(event.data)
                 if event.fin:

@@ -87,7 +87,8 @@ def keepalive_threads() -> set[threading.Thread]:
 def test_request_and_reply_directly_or_through_a_redirect(peer, path):
     ws = open_connection(f"{peer.url}{path}")
     ws.send_text('{"type": "state"}')
-    assert ws.recv(timeout=5) == b'{"type": "state"}'
+    reply = ws.recv(timeout=5)
+    assert (type(reply), reply) == (bytes, b'{"type": "state"}')
     ws.close()
 
 
