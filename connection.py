@@ -326,7 +326,8 @@ class CallingThreadConnection:
                 continue
             next_keepalive = self._next_keepalive()
             try:
-                self._readable(None if next_keepalive is None else max(0.0, next_keepalive - time.monotonic()))
+                # The socket only: its TLS buffer is the calling thread's until the lock is taken.
+                self._selector.select(None if next_keepalive is None else max(0.0, next_keepalive - time.monotonic()))
             except (OSError, ValueError):
                 return  # closed meanwhile
             if not self._io.acquire(blocking=False):
