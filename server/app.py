@@ -102,6 +102,7 @@ serve_docs_without_cdn(app)
 app.add_middleware(ClientLimits)
 
 SHUTDOWN_GRACE_S = 3  # open WebSockets are closed (1012) and the process exits within this
+WORKER_HEALTHCHECK_TIMEOUT_S = 60
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -130,6 +131,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         # Step frames are a few hundred bytes: compressing each costs more CPU than it saves.
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        # With --workers, each worker first imports OpenEnv (and with it Gradio): several seconds on a
+        # small or busy machine, longer than uvicorn's default 5 s before it kills a silent worker.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_TIMEOUT_S,
     )
 
 
