@@ -18,7 +18,7 @@ import time
 from collections import Counter
 
 from rooms import RoomsAction, RoomsEnv
-from rooms.bench import start_rooms
+from rooms_bench.cli import start_rooms
 
 
 async def soak(url: str, total_steps: int, sessions: int, churn_every: int, on_warm) -> tuple[int, Counter]:

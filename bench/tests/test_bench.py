@@ -84,7 +84,7 @@ def test_capacity_errors_are_counted(server_factory, tmp_path):
 def test_plot_without_matplotlib_says_how_to_get_it(live_server, tmp_path):
     code = (
         "import sys; sys.modules['matplotlib'] = None\n"
-        "from rooms.bench import main\n"
+        "from rooms_bench.cli import main\n"
         f"sys.exit(main(['--url', '{live_server.url}', '--steps', '5', '--plot', '{tmp_path / 'p.png'}']))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -100,7 +100,7 @@ def test_bad_arguments_are_refused_clearly(args):
 
 
 def test_side_by_side_runs_every_step_asked_for_and_counts_failures():
-    from rooms.bench import Plan, measure_side_by_side
+    from rooms_bench.cli import Plan, measure_side_by_side
 
     calls = []
 
@@ -129,7 +129,7 @@ def test_side_by_side_runs_every_step_asked_for_and_counts_failures():
 
 
 def test_cold_starts_alternate_and_report_the_median():
-    from rooms.bench import Server, measure_cold_starts
+    from rooms_bench.cli import Server, measure_cold_starts
 
     order, seconds = [], {"a": iter([5.0, 1.0, 2.0]), "b": iter([3.0, 9.0, 4.0])}
 

@@ -33,9 +33,13 @@ import requests
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+import inspect
+
 from websockets.sync.client import connect as ws_connect
 
-from rooms.client import DIRECT_CONNECTION
+
+# A connection held open without `with`: websockets >= 17 warns unless asked for directly.
+DIRECT_CONNECTION = {"legacy": True} if "legacy" in inspect.signature(ws_connect).parameters else {}
 
 console = Console(stderr=True)
 # Sessions open this many at a time: a thousand simultaneous handshakes would time out
@@ -183,7 +187,7 @@ def start_template(package: Path) -> Server:
 
 def start_floor(response: str) -> Server:
     port = free_port()
-    command = [sys.executable, "-m", "rooms.bench", "--serve-floor", str(port), response]
+    command = [sys.executable, "-m", "rooms_bench.cli", "--serve-floor", str(port), response]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     process.stdout.readline()  # "ready"
     return Server(f"http://127.0.0.1:{port}", process)

@@ -1,0 +1,1 @@
+"""rooms-bench: latency, throughput and capacity of an OpenEnv env server."""
