@@ -1,11 +1,11 @@
-"""`RoomsEnv`: the typed client for a Rooms server, for sync and async code alike.
+"""`RoomsEnv`: the typed client for a Rooms server.
 
-In async code (an event loop is running) `RoomsEnv` is openenv's `EnvClient`,
-unchanged. In plain synchronous code, such as a rollout loop calling
-`env.step(...)`, it talks to the server over a blocking WebSocket read in the
-calling thread (`rooms.connection`) instead of handing every call to a
-background event loop: same messages, same results, same exceptions, a fraction
-of the latency.
+`RoomsEnv` is OpenEnv's `EnvClient` with Rooms' three hooks: in async code it is
+OpenEnv's client unchanged. `.sync()` gives `RoomsSyncEnv`, a synchronous client
+on one blocking `websockets` connection, so a rollout loop's `env.step(...)` is a
+single round trip in the calling thread. `from_docker_image`, `from_env` and
+`from_hub` return a `RoomsLaunch`: await it, call `.sync()`, or use it directly
+as the synchronous client.
 """
 
 from __future__ import annotations
@@ -13,44 +13,53 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import sys
 import threading
-from collections.abc import Coroutine
-from typing import Any, Awaitable, Callable, Dict, Optional
+from collections.abc import Callable, Coroutine, Generator
+from contextlib import suppress
+from ipaddress import ip_address
+from typing import Any
+from urllib.parse import urlsplit
 
 from openenv.core.client_types import StepResult
-from openenv.core.env_client import EnvClient, _is_localhost_ws_url
+from openenv.core.containers.runtime import ContainerProvider, LocalDockerProvider, RuntimeProvider, UVProvider
+from openenv.core.env_client import EnvClient
 from openenv.core.env_server.types import State
 from openenv.core.sync_client import SyncEnvClient
+from openenv.core.utils import convert_to_ws_url, hf_space_subdomain
 from pydantic_core import from_json
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
+from websockets.protocol import State as SocketState
+from websockets.sync.client import ClientConnection, connect
 
-from rooms.connection import CallingThreadConnection
 from rooms.models import RoomsAction, RoomsObservation
 
-# Options for a connection held open without `with`: websockets >= 17 warns unless asked for directly.
+ENV_CLIENT_ARGUMENTS = inspect.signature(EnvClient.__init__)
+# websockets >= 17 warns about a connection opened without `with` unless asked for directly.
 DIRECT_CONNECTION = {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
 
 
 class RoomsEnv(EnvClient[RoomsAction, RoomsObservation, State]):
     """Client for a Rooms server; one instance is one session on the server.
 
-    >>> with RoomsEnv(base_url="http://localhost:8000") as env:    # doctest: +SKIP
-    ...     env.reset()
-    ...     result = env.step(RoomsAction(message="Hi"))
-    ...     result.reward
-    0.2
-
-    The same calls work with `async with` / `await`, on `.sync()`, and on the
-    clients returned by `from_docker_image(...)` and `from_hub(...)`.
+    Takes OpenEnv's `EnvClient` arguments (`base_url`, `connect_timeout_s`,
+    `message_timeout_s`, ...). In async code, `await` its methods or use
+    `async with`; in sync code, use `.sync()` (or the client directly, which
+    goes through OpenEnv's own sync wrapper).
     """
 
-    def _step_payload(self, action: RoomsAction) -> Dict[str, Any]:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        arguments = ENV_CLIENT_ARGUMENTS.bind(self, *args, **kwargs)
+        arguments.apply_defaults()
+        #: The constructor's arguments, defaults included: `.sync()` connects with them.
+        self.arguments: dict[str, Any] = {k: v for k, v in arguments.arguments.items() if k != "self"}
+        self.sync_client: RoomsSyncEnv | None = None
+
+    def _step_payload(self, action: RoomsAction) -> dict[str, Any]:
         """The `data` of a step message: the action's fields."""
         return action.model_dump(exclude_defaults=True)
 
-    def _parse_result(self, payload: Dict[str, Any]) -> StepResult[RoomsObservation]:
+    def _parse_result(self, payload: dict[str, Any]) -> StepResult[RoomsObservation]:
         """Turn a server observation payload into a `StepResult`."""
         observation = RoomsObservation(
             **payload.get("observation", {}),
@@ -58,364 +67,310 @@ class RoomsEnv(EnvClient[RoomsAction, RoomsObservation, State]):
             done=payload.get("done", False),
         )
         return StepResult(
-            observation=observation,
-            reward=observation.reward,
-            done=observation.done,
-            metadata=observation.metadata,
+            observation=observation, reward=observation.reward, done=observation.done, metadata=observation.metadata
         )
 
-    def _parse_state(self, payload: Dict[str, Any]) -> State:
+    def _parse_state(self, payload: dict[str, Any]) -> State:
         """Turn a server state payload into a `State`."""
         return State.model_validate(payload)
 
-    def sync(self) -> "RoomsSyncEnv":
-        """A synchronous view of this client, sharing its session."""
-        if self._sync_client is None:
-            self._sync_client = RoomsSyncEnv(self)
-        return self._sync_client
-
-    async def _send_and_receive(self, message: Dict[str, Any]) -> Dict[str, Any]:
-        try:
-            await self._send(message)
-        except ConnectionClosed:
-            # A refused session sends an error frame, then closes; read the frame.
-            pass
-        return raise_for_server_error(await self._receive())
-
-    async def _receive(self) -> Dict[str, Any]:
-        """The reply on the socket that carried the request, as openenv reads it, with less overhead.
-
-        Before Python 3.12, `asyncio.wait_for` (which openenv uses) starts a task per
-        call; `asyncio.timeout` does not. Replies are parsed by pydantic's JSON parser.
-        As in openenv, a socket given up on is dropped and closed in the background,
-        so a late reply is never read as the answer to the next request.
-        """
-        ws = self._ws
-        assert ws is not None
-        try:
-            raw = await _within(self._message_timeout, ws.recv(decode=False))
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            self._ws = None
-            self._ws_loop = None
-            self._schedule_socket_close(ws)
-            raise
-        return from_json(raw)
-
-    def _blocking(self) -> Optional["RoomsSyncEnv"]:
-        """The sync client when called from synchronous code, else None.
-
-        With an event loop running, openenv's own async behaviour applies. As in
-        openenv, a client used with `await` may be handed over to sync code.
-        """
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            if self._execution_mode == "async":
-                self._execution_mode = "sync"
-            return self.sync()
-        return None
-
-    def connect(self) -> Any:
-        """Open the session (awaitable in async code)."""
-        blocking = self._blocking()
-        return blocking.connect() if blocking else super().connect()
-
-    def disconnect(self) -> Any:
-        """Close the WebSocket, keeping any container running."""
-        blocking = self._blocking()
-        return blocking.disconnect() if blocking else super().disconnect()
-
-    def reset(self, **kwargs: Any) -> Any:
-        """Start a new episode; kwargs (`seed`, `episode_id`) go to the server."""
-        blocking = self._blocking()
-        return blocking.reset(**kwargs) if blocking else super().reset(**kwargs)
-
-    def step(self, action: RoomsAction, **kwargs: Any) -> Any:
-        """Send one action and return its `StepResult`."""
-        blocking = self._blocking()
-        return blocking.step(action, **kwargs) if blocking else super().step(action, **kwargs)
-
-    def state(self) -> Any:
-        """The session's `State` (episode id and step count)."""
-        blocking = self._blocking()
-        return blocking.state() if blocking else super().state()
-
-    def close(self) -> Any:
-        """Close the session and stop any container or process this client started."""
-        blocking = self._blocking()
-        return blocking.close() if blocking else super().close()
-
-    def __enter__(self) -> "RoomsEnv":
-        self._blocking_anyway().connect()
-        return self
-
-    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
-        self._blocking_anyway().close()
-
-    def _blocking_anyway(self) -> "RoomsSyncEnv":
-        if self._execution_mode == "async":
-            self._claim_execution_mode("sync")  # raises, as openenv does
-        return self.sync()
+    def sync(self) -> RoomsSyncEnv:
+        """The synchronous client for this session."""
+        if self.sync_client is None:
+            self.sync_client = RoomsSyncEnv(self)
+        return self.sync_client
 
     @classmethod
-    def from_docker_image(cls, image: str, provider: Any = None, **kwargs: Any) -> "RoomsLaunch":
-        """Start a container from `image` and connect to it.
+    def from_docker_image(  # type: ignore[override]
+        cls, image: str, provider: ContainerProvider | None = None, **kwargs: Any
+    ) -> RoomsLaunch:
+        """Run `image` in a container (`LocalDockerProvider` unless `provider` is given).
 
-        Use the result directly in sync code, `await` it in async code, or chain
-        `.sync()`. `close()` stops the container.
+        `close()` on the client stops the container. `kwargs` go to `start_container`.
         """
-        return RoomsLaunch(
-            super().from_docker_image(image, provider, **kwargs),
-            lambda: cls._bootstrap_container(image, provider, **kwargs),
-        )
+
+        def start() -> RoomsEnv:
+            containers = provider or LocalDockerProvider()
+            try:
+                base_url = containers.start_container(image, **kwargs)
+                containers.wait_for_ready(base_url)
+                return cls(base_url=base_url, provider=containers)
+            except BaseException:
+                containers.stop_container()
+                raise
+
+        return RoomsLaunch(start)
 
     @classmethod
-    def from_hub(
+    def from_env(  # type: ignore[override]
         cls,
         repo_id: str,
         *,
         use_docker: bool = True,
-        provider: Any = None,
+        provider: ContainerProvider | RuntimeProvider | None = None,
         **provider_kwargs: Any,
-    ) -> "RoomsLaunch":
-        """Run the Hugging Face Space `repo_id` locally and connect to it.
+    ) -> RoomsLaunch:
+        """Run the Hugging Face Space `repo_id` locally, as OpenEnv's `from_env` does.
 
-        By default its image is pulled from the Space's registry and run in
-        Docker; `use_docker=False` runs it with uv instead, from the Space's git
-        repository or from `project_path=` (a local checkout). Same use as
-        `from_docker_image`.
+        With Docker (the default) its image is pulled from the Space's registry
+        (`tag=` picks the tag); with `use_docker=False` it runs with uv from the
+        Space's git repository, or from `project_path=` (a local checkout).
         """
-        options = dict(use_docker=use_docker, provider=provider, **provider_kwargs)
-        return RoomsLaunch(
-            super().from_env(repo_id, **options),
-            lambda: cls._bootstrap_env(repo_id, **options),
-        )
+        if use_docker:
+            tag = provider_kwargs.pop("tag", "latest")
+            image = f"registry.hf.space/{hf_space_subdomain(repo_id)}:{tag}"
+            return cls.from_docker_image(image, provider, **provider_kwargs)  # type: ignore[arg-type]
+        start_args = {key: provider_kwargs.pop(key) for key in ("port", "env_vars", "workers") if key in provider_kwargs}
+        if provider is None:
+            project_path = provider_kwargs.pop("project_path", f"git+https://huggingface.co/spaces/{repo_id}")
+            provider = UVProvider(project_path=project_path, **provider_kwargs)
+        elif provider_kwargs:
+            raise ValueError("provider_kwargs cannot be used when supplying a provider instance")
+        runtime: RuntimeProvider = provider  # type: ignore[assignment]
 
+        def start() -> RoomsEnv:
+            try:
+                base_url = runtime.start(**start_args)
+                runtime.wait_for_ready()
+                return cls(base_url=base_url, provider=runtime)
+            except BaseException:
+                runtime.stop()
+                raise
 
-async def _within(seconds: float, reply: Awaitable[bytes]) -> bytes:
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):
-            return await reply
-    return await asyncio.wait_for(reply, seconds)
+        return RoomsLaunch(start)
 
-
-def raise_for_server_error(response: Dict[str, Any]) -> Dict[str, Any]:
-    """Return `response`, or raise `RuntimeError` saying what the server refused and why.
-
-    The text starts as openenv's client words it, `Server error: <message>
-    (code: <code>)`, followed by each validation problem the server listed.
-    """
-    if response.get("type") != "error":
-        return response
-    error = response.get("data", {})
-    text = f"Server error: {error.get('message', 'Unknown error')} (code: {error.get('code', 'UNKNOWN')})"
-    problems = [
-        f"{'.'.join(str(part) for part in problem.get('loc', ())) or 'frame'}: {problem.get('msg', problem)}"
-        for problem in error.get("errors", ())
-        if isinstance(problem, dict)
-    ]
-    raise RuntimeError("; ".join([text, *problems]))
+    from_hub = from_env
 
 
 class RoomsSyncEnv(SyncEnvClient[RoomsAction, RoomsObservation, State]):
-    """The synchronous form of `RoomsEnv`, talking over a blocking WebSocket.
+    """The synchronous Rooms client: one blocking WebSocket, replies read in the caller's call.
 
-    Obtained from `RoomsEnv(...).sync()`, or implicitly by calling a
-    `RoomsEnv` from synchronous code. Protocol, results and exceptions are
-    those of openenv's client: `ConnectionError` when the server cannot be
-    reached, `RuntimeError("Server error: ...")` for an error frame,
-    `TimeoutError` after `message_timeout_s`, and a transparent reconnect on the
-    next call when the server closed the socket.
+    Protocol, results and exceptions are those of OpenEnv's sync client:
+    `ConnectionError` when the server cannot be reached, `RuntimeError("Server
+    error: ...")` for an error frame, `TimeoutError` after `message_timeout_s`,
+    and a new session on the next call once the server has closed the socket.
+    `websockets` answers the server's pings between calls, in its own thread.
     """
 
-    def __init__(self, async_client: RoomsEnv):
-        super().__init__(async_client)
-        self._ws: Optional[CallingThreadConnection] = None
-        self._closing: Optional[threading.Thread] = None
-        self._lock = threading.Lock()
+    def __init__(self, client: RoomsEnv) -> None:
+        super().__init__(client)
+        self.client = client
+        self.server_url: str | None = client.base_url
+        self.sessions: list[RoomsSyncEnv] = []
+        self._socket: ClientConnection | None = None
+        self._one_call_at_a_time = threading.Lock()
 
-    def connect(self) -> "RoomsSyncEnv":
-        """Open the session (idempotent)."""
-        with self._lock:
-            self._ensure_connected()
+    def connect(self) -> RoomsSyncEnv:
+        """Open the session (nothing to do if it is open)."""
+        with self._one_call_at_a_time:
+            self._open_socket()
         return self
 
     def disconnect(self) -> None:
-        """Tell the server the session ends, then close the WebSocket."""
-        self._claim_sync_mode()
-        with self._lock:
-            ws, self._ws = self._ws, None
-            if ws is not None:
-                _graceful_close(ws)
+        """End the session on the server and close the WebSocket; a container keeps running."""
+        with self._one_call_at_a_time:
+            socket, self._socket = self._socket, None
+        if socket is not None:
+            with suppress(ConnectionClosed):
+                socket.send(json.dumps({"type": "close"}))
+            socket.close()
 
     def reset(self, **kwargs: Any) -> StepResult[RoomsObservation]:
-        """Start a new episode."""
-        response = self._send_and_receive({"type": "reset", "data": kwargs})
-        return self._async._parse_result(response.get("data", {}))
+        """Start a new episode; `seed`, `episode_id` and other kwargs go to the server."""
+        return self.client._parse_result(self._request({"type": "reset", "data": kwargs}))
 
     def step(self, action: RoomsAction, **kwargs: Any) -> StepResult[RoomsObservation]:
-        """Send one action."""
-        response = self._send_and_receive({"type": "step", "data": self._async._step_payload(action)})
-        return self._async._parse_result(response.get("data", {}))
+        """Send one action and return its `StepResult`."""
+        return self.client._parse_result(self._request({"type": "step", "data": self.client._step_payload(action)}))
 
     def state(self) -> State:
-        """The session's state."""
-        response = self._send_and_receive({"type": "state"})
-        return self._async._parse_state(response.get("data", {}))
+        """The session's `State`: episode id and step count."""
+        return self.client._parse_state(self._request({"type": "state"}))
+
+    def new_session(self) -> RoomsSyncEnv:
+        """Open another session on the same server; it is closed with this one."""
+        arguments = {**self.client.arguments, "base_url": self._url(), "provider": None}
+        session = RoomsEnv(**arguments).sync().connect()
+        self.sessions.append(session)
+        return session
 
     def close(self) -> None:
-        """Close the session, then let openenv release children and any provider."""
+        """Close this session and those from `new_session()`, then stop any server the client started."""
         try:
+            for session in self.sessions:
+                with suppress(Exception):
+                    session.close()
+            self.sessions.clear()
             self.disconnect()
-            self._join_closing()
-            self._run(self._async._close_async())
         finally:
-            self._stop_loop()
+            super().close()
 
-    def new_session(self) -> "RoomsSyncEnv":
-        """Open another session on the same server, closed with this one."""
-        child = self._async._create_session_client().sync()
-        child.connect()
-        self._child_clients.append(child)
-        return child
+    def __enter__(self) -> RoomsSyncEnv:
+        return self.connect()
 
-    def _ensure_connected(self) -> CallingThreadConnection:
-        self._claim_sync_mode()
-        if self._ws is not None and self._ws.is_open():
-            return self._ws
-        self._ws = None
-        # A socket dropped after a timeout frees its server slot when its close finishes.
-        self._join_closing()
-        client = self._async
-        # An async connection made on another (now finished) event loop cannot be reused.
-        client._ws = None
-        client._ws_loop = None
+    def _url(self) -> str:
+        if self.server_url is None:
+            self.server_url = start_provider(self.client.arguments["provider"])
+        return self.server_url
+
+    def _open_socket(self) -> ClientConnection:
+        if self._socket is not None and self._socket.state is SocketState.OPEN:
+            return self._socket
+        self._socket = None
+        arguments = self.client.arguments
+        ws_url = convert_to_ws_url(self._url()) + "/ws"
         try:
-            client._start_provider_if_needed()
-        except Exception:
-            if not client._provider_cleanup_pending:
-                self._close_quietly()
-            raise
-        ws_url = client._ws_url
-        try:
-            self._ws = connect(
+            self._socket = connect(
                 ws_url,
-                open_timeout=client._connect_timeout,
-                max_size=client._max_message_size,
-                ping_interval=client._websocket_ping_interval_s,
-                ping_timeout=client._websocket_ping_timeout_s,
-                additional_headers=client._headers,
-                create_connection=CallingThreadConnection,
+                open_timeout=arguments["connect_timeout_s"],
+                max_size=int(arguments["max_message_size_mb"] * 1024 * 1024),
+                ping_interval=arguments["websocket_ping_interval_s"],
+                ping_timeout=arguments["websocket_ping_timeout_s"],
+                additional_headers=arguments["headers"],
+                **({"proxy": None} if is_loopback(ws_url) else {}),
                 **DIRECT_CONNECTION,
-                **({"proxy": None} if _is_localhost_ws_url(ws_url) else {}),
             )
-        except Exception as e:
-            self._close_quietly()
-            raise ConnectionError(f"Failed to connect to {ws_url}: {e}") from e
-        return self._ws
+        except Exception as error:
+            raise ConnectionError(f"Failed to connect to {ws_url}: {error}") from error
+        return self._socket
 
-    def _send_and_receive(self, message: Dict[str, Any]) -> Dict[str, Any]:
-        with self._lock:
-            ws = self._ensure_connected()
+    def _request(self, message: dict[str, Any]) -> dict[str, Any]:
+        with self._one_call_at_a_time:
+            socket = self._open_socket()
+            with suppress(ConnectionClosed):  # a refused session sends its error frame, then closes
+                socket.send(json.dumps(message))
             try:
-                ws.send_text(json.dumps(message))
-            except ConnectionClosed:
-                # A refused session sends an error frame, then closes; read the frame.
-                pass
-            try:
-                raw = ws.recv(timeout=self._async._message_timeout)
+                reply = socket.recv(timeout=self.client.arguments["message_timeout_s"], decode=False)
             except TimeoutError:
-                # A late reply must not be read as the answer to the next request.
-                self._ws = None
-                self._closing = threading.Thread(target=_quiet_close, args=(ws,), daemon=True)
-                self._closing.start()
-                raise asyncio.TimeoutError() from None
-        # pydantic's JSON parser reads the reply bytes as json.loads would, in a third of the time.
-        return raise_for_server_error(from_json(raw))
-
-    def _join_closing(self) -> None:
-        if self._closing is not None:
-            self._closing.join()
-            self._closing = None
-
-    def _close_quietly(self) -> None:
-        try:
-            self._run(self._async._close_async())
-        except Exception:
-            pass
+                # A late reply must never be read as the answer to the next request.
+                self._socket = None
+                threading.Thread(target=socket.close, daemon=True).start()
+                raise asyncio.TimeoutError(f"No reply within {self.client.arguments['message_timeout_s']} s") from None
+        return raise_for_server_error(from_json(reply)).get("data", {})
 
 
-def _graceful_close(ws: CallingThreadConnection) -> None:
-    try:
-        ws.send_text(json.dumps({"type": "close"}))
-    except Exception:
-        pass
-    _quiet_close(ws)
+class RoomsLaunch(Coroutine[Any, Any, RoomsEnv]):
+    """What `from_docker_image`, `from_env` and `from_hub` return: a server not started yet.
 
-
-def _quiet_close(ws: CallingThreadConnection) -> None:
-    try:
-        ws.close()
-    except Exception:
-        pass
-
-
-class RoomsLaunch(Coroutine):
-    """What `from_docker_image` and `from_hub` return: a client not yet started.
-
-    - In sync code, use it as the client: the first call starts the container
-      (or process) and connects; `close()` stops it.
-    - In async code, `await` it for a connected `RoomsEnv`.
-    - `.sync()` starts it and returns the synchronous client.
+    `await` it (or `asyncio.run` it) for a connected `RoomsEnv`; `.sync()` for a
+    connected `RoomsSyncEnv`; or call `reset()`, `step()`, `close()`, `with`...
+    on it directly, as on that synchronous client. Either way it starts one
+    server, once: resolving it a second time raises `RuntimeError`.
     """
 
-    def __init__(self, launch_async: Coroutine, build_client: Callable[[], RoomsEnv]):
-        self._launch_async = launch_async
-        self._build_client = build_client
-        self._client: Optional[RoomsEnv] = None
-
-    def _started(self) -> RoomsEnv:
-        if self._client is None:
-            client = self._build_client()
-            try:
-                client.sync().connect()
-            except Exception:
-                client._stop_provider_best_effort()
-                raise
-            self._client = client
-        return self._client
+    def __init__(self, start: Callable[[], RoomsEnv]) -> None:
+        self._start = start
+        self._started = False
+        self._connecting: Coroutine[Any, Any, RoomsEnv] | None = None
+        self._sync_env: RoomsSyncEnv | None = None
 
     def sync(self) -> RoomsSyncEnv:
-        """Start and connect now; return the synchronous client."""
-        return self._started().sync()
+        """Start the server, connect, and return the synchronous client."""
+        env = self._start_once().sync()
+        try:
+            env.connect()
+        except BaseException:
+            env.close()
+            raise
+        self._sync_env = env
+        return env
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._started(), name)
+    def reset(self, **kwargs: Any) -> StepResult[RoomsObservation]:
+        """`reset` on the synchronous client, started on first use."""
+        return self._synchronous().reset(**kwargs)
 
-    def __enter__(self) -> RoomsEnv:
-        return self._started().__enter__()
+    def step(self, action: RoomsAction, **kwargs: Any) -> StepResult[RoomsObservation]:
+        """`step` on the synchronous client, started on first use."""
+        return self._synchronous().step(action, **kwargs)
 
-    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
-        self._started().__exit__(exc_type, exc_val, exc_tb)
+    def state(self) -> State:
+        """`state` on the synchronous client, started on first use."""
+        return self._synchronous().state()
 
-    def __await__(self):
-        return self._launch_async.__await__()
+    def new_session(self) -> RoomsSyncEnv:
+        """`new_session` on the synchronous client, started on first use."""
+        return self._synchronous().new_session()
+
+    def close(self) -> None:
+        """Close the client and stop its server; if nothing started, discard the launch."""
+        if self._sync_env is not None:
+            self._sync_env.close()
+        elif self._connecting is not None:
+            self._connecting.close()
+
+    def __enter__(self) -> RoomsSyncEnv:
+        return self._synchronous()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __await__(self) -> Generator[Any, None, RoomsEnv]:
+        return self._connection().__await__()
 
     def send(self, value: Any) -> Any:
-        return self._launch_async.send(value)
+        return self._connection().send(value)
 
     def throw(self, *args: Any) -> Any:
-        return self._launch_async.throw(*args)
-
-    def close(self) -> Any:
-        """Stop what was started; if nothing was, discard the pending launch."""
-        if self._client is not None:
-            return self._client.close()
-        return self._launch_async.close()
+        return self._connection().throw(*args)
 
     def __repr__(self) -> str:
-        state = "started" if self._client is not None else "not started"
-        return f"<RoomsLaunch {state} (use it, await it, or call .sync())>"
+        return f"<RoomsLaunch {'started' if self._started else 'not started'} (await it, or use it as a sync client)>"
+
+    def _start_once(self) -> RoomsEnv:
+        if self._started:
+            raise RuntimeError(
+                "This bootstrap handle has already been resolved; call the factory again to start a new environment."
+            )
+        self._started = True
+        return self._start()
+
+    def _synchronous(self) -> RoomsSyncEnv:
+        return self._sync_env if self._sync_env is not None else self.sync()
+
+    def _connection(self) -> Coroutine[Any, Any, RoomsEnv]:
+        if self._connecting is None:
+            self._connecting = self._connect()
+        return self._connecting
+
+    async def _connect(self) -> RoomsEnv:
+        env = self._start_once()
+        try:
+            await env.connect()
+        except BaseException:
+            with suppress(Exception):
+                await env.close()
+            raise
+        return env
+
+
+def start_provider(provider: ContainerProvider | RuntimeProvider | None) -> str:
+    """Start a provider that owns its source (no `base_url` given) and return its URL."""
+    if isinstance(provider, ContainerProvider):
+        base_url = provider.start_container()  # type: ignore[call-arg]
+        provider.wait_for_ready(base_url)
+        return base_url
+    if isinstance(provider, RuntimeProvider):
+        base_url = provider.start()
+        provider.wait_for_ready()
+        return base_url
+    raise RuntimeError("RoomsEnv has no base URL or provider.")
+
+
+def is_loopback(url: str) -> bool:
+    """Whether `url` points at this machine (such connections bypass any proxy, as in OpenEnv)."""
+    host = urlsplit(url).hostname or ""
+    try:
+        return host == "localhost" or ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def raise_for_server_error(response: dict[str, Any]) -> dict[str, Any]:
+    """Return `response`, or raise `RuntimeError` worded as OpenEnv's client words it."""
+    if response.get("type") != "error":
+        return response
+    error = response.get("data", {})
+    raise RuntimeError(f"Server error: {error.get('message', 'Unknown error')} (code: {error.get('code', 'UNKNOWN')})")
 
 
 __all__ = ["RoomsEnv", "RoomsLaunch", "RoomsSyncEnv"]

@@ -1,60 +1,56 @@
 """The Rooms server: `RoomsEnvironment` over HTTP and WebSocket via OpenEnv's `create_app`.
 
-Run it with `uv run server`, `python -m rooms.server.app`, or from the project
-directory with `uvicorn server.app:app`. Settings come from the environment:
-
-- `MAX_CONCURRENT_ENVS`: WebSocket sessions served at once (default 64).
-- `SESSION_TIMEOUT_S`: reap sessions idle this long (default: never).
-- `ENABLE_WEB_INTERFACE`: `true` serves the Gradio playground at `/web`.
-- `ROOMS_MAX_MESSAGE_LENGTH`: longest message, in characters; request bodies and
-  WebSocket frames are bounded accordingly (see `server/limits.py`).
+Run it with `uv run server` (see `server/__main__.py`), or from the project
+directory with `uvicorn server.app:app`. Its settings are environment variables,
+read by `server/settings.py` when the app is built.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-from importlib import resources
 from pathlib import Path
-from typing import Optional, Sequence
 
 import fastapi_offline
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from openenv.core.env_server.http_server import create_app
+from openenv.core.env_server.http_server import create_fastapi_app
 from openenv.core.env_server.types import ConcurrencyConfig
+from openenv.core.env_server.web_interface import create_web_interface_app
+from pydantic import Field, create_model
 
 from rooms.models import RoomsAction, RoomsObservation
-from rooms.server.limits import MAX_PAYLOAD_BYTES, ClientLimits
+from rooms.server.limits import ClientLimits
 from rooms.server.rooms_environment import RoomsEnvironment
-
-DEFAULT_MAX_CONCURRENT_ENVS = 64
-
-
-def _positive_number_from_env(name: str, default: Optional[str], convert: type) -> Optional[float]:
-    raw = os.environ.get(name, default)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = convert(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise SystemExit(f"{name} must be a positive {convert.__name__}, got {raw!r}")
-    return value
+from rooms.server.settings import Settings
 
 
-def concurrency_config_from_env() -> ConcurrencyConfig:
-    """Build the session limits from `MAX_CONCURRENT_ENVS` and `SESSION_TIMEOUT_S`."""
-    return ConcurrencyConfig(
-        max_concurrent_envs=_positive_number_from_env(
-            "MAX_CONCURRENT_ENVS", str(DEFAULT_MAX_CONCURRENT_ENVS), int
-        ),
-        session_timeout=_positive_number_from_env("SESSION_TIMEOUT_S", None, float),
+def bounded_action(max_message_length: int) -> type[RoomsAction]:
+    """`RoomsAction` whose `message` the server accepts up to `max_message_length` characters."""
+    return create_model(
+        "RoomsAction",
+        __base__=RoomsAction,
+        __doc__=RoomsAction.__doc__,
+        message=(str, Field(..., max_length=max_message_length, description="The message to echo back")),
     )
+
+
+def create_rooms_app(settings: Settings) -> FastAPI:
+    """The Rooms app for `settings`: OpenEnv's app, with the web interface if enabled."""
+    create_app = create_web_interface_app if settings.enable_web_interface else create_fastapi_app
+    app = create_app(
+        RoomsEnvironment,
+        bounded_action(settings.max_message_length),
+        RoomsObservation,
+        env_name="rooms",
+        concurrency_config=ConcurrencyConfig(
+            max_concurrent_envs=settings.max_concurrent_envs,
+            session_timeout=settings.session_timeout_s,
+        ),
+    )
+    serve_docs_without_cdn(app)
+    app.add_middleware(ClientLimits, max_body_bytes=settings.max_payload_bytes)
+    return app
 
 
 DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
@@ -88,54 +84,9 @@ def serve_docs_without_cdn(app: FastAPI) -> None:
         )
 
 
-# The /web page reads the README from this path when it is given a class.
-os.environ.setdefault("ENV_README_PATH", str(resources.files("rooms").joinpath("README.md")))
-
-app = create_app(
-    RoomsEnvironment,
-    RoomsAction,
-    RoomsObservation,
-    env_name="rooms",
-    concurrency_config=concurrency_config_from_env(),
-)
-serve_docs_without_cdn(app)
-app.add_middleware(ClientLimits)
-
-SHUTDOWN_GRACE_S = 3  # open WebSockets are closed (1012) and the process exits within this
-WORKER_HEALTHCHECK_TIMEOUT_S = 60
-
-
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """Command-line options of the `server` script."""
-    parser = argparse.ArgumentParser(prog="server", description="Serve the Rooms environment.")
-    parser.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"), help="bind address (env HOST, default 0.0.0.0)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")), help="port (env PORT, default 8000)")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    parser.add_argument("--reload", action="store_true", help="restart on code changes (development)")
-    return parser.parse_args(argv)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    """Entry point of the `server` console script."""
-    args = parse_args(argv)
-    target = "rooms.server.app:app" if args.reload or args.workers > 1 else app
-    uvicorn.run(
-        target,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        reload=args.reload,
-        # websockets' Sans-I/O protocol: less CPU per frame than uvicorn's default (legacy) implementation.
-        ws="websockets-sansio",
-        ws_max_size=MAX_PAYLOAD_BYTES,
-        # Step frames are a few hundred bytes: compressing each costs more CPU than it saves.
-        ws_per_message_deflate=False,
-        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
-        # With --workers, each worker first imports OpenEnv (and with it Gradio): several seconds on a
-        # small or busy machine, longer than uvicorn's default 5 s before it kills a silent worker.
-        timeout_worker_healthcheck=WORKER_HEALTHCHECK_TIMEOUT_S,
-    )
-
+app = create_rooms_app(Settings.from_env())
 
 if __name__ == "__main__":
+    from rooms.server.__main__ import main
+
     main()

@@ -4,6 +4,8 @@
 - On `/ws`, a frame OpenEnv's handler would end the session over (a binary
   frame, JSON that is not an object, nesting too deep to decode) gets a typed
   error frame instead, and the session goes on.
+- A `VALIDATION_ERROR` frame says what was invalid in its `message`, so that any
+  client, OpenEnv's included, raises an error that says it.
 
 WebSocket frames larger than the bound are refused by the server itself
 (uvicorn's `ws_max_size`, set by the `server` script).
@@ -17,17 +19,13 @@ from typing import Optional
 from openenv.core.env_server.types import WSErrorCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rooms.models import MAX_MESSAGE_LENGTH
-
-# Worst case for one character inside a JSON string: a surrogate pair escape, 12 bytes.
-MAX_PAYLOAD_BYTES = 12 * MAX_MESSAGE_LENGTH + 64 * 1024
 _DEEP = 512  # brackets in a frame before it is worth checking how deep they nest
 
 
 class ClientLimits:
     """ASGI middleware enforcing the bounds above."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int = MAX_PAYLOAD_BYTES, ws_path: str = "/ws"):
+    def __init__(self, app: ASGIApp, max_body_bytes: int, ws_path: str = "/ws"):
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.ws_path = ws_path
@@ -36,7 +34,7 @@ class ClientLimits:
         if scope["type"] == "http":
             await self._http(scope, receive, send)
         elif scope["type"] == "websocket" and scope["path"] == self.ws_path:
-            await self.app(scope, _checked_frames(receive, send), send)
+            await self.app(scope, _checked_frames(receive, send), _explained_errors(send))
         else:
             await self.app(scope, receive, send)
 
@@ -77,7 +75,7 @@ class ClientLimits:
     async def _too_large(self, send: Send) -> None:
         body = json.dumps({
             "detail": f"Request body is larger than {self.max_body_bytes} bytes, the limit that follows from "
-            f"ROOMS_MAX_MESSAGE_LENGTH={MAX_MESSAGE_LENGTH}"
+            "ROOMS_MAX_MESSAGE_LENGTH"
         }).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
@@ -99,6 +97,33 @@ def _checked_frames(receive: Receive, send: Send) -> Receive:
             await send({"type": "websocket.send", "text": json.dumps({"type": "error", "data": {"message": text, "code": code}})})
 
     return receive_checked
+
+
+def _explained_errors(send: Send) -> Send:
+    """`send` that adds the reasons of a `VALIDATION_ERROR` frame to its message."""
+
+    async def send_explained(message: Message) -> None:
+        text = message.get("text")
+        if message["type"] == "websocket.send" and text is not None and text.startswith('{"type":"error"'):
+            message = {**message, "text": explained(text)}
+        await send(message)
+
+    return send_explained
+
+
+def explained(error_frame: str) -> str:
+    """The error frame with each listed validation problem appended to its message."""
+    frame = json.loads(error_frame)
+    data = frame["data"]
+    problems = [
+        f"{'.'.join(str(part) for part in problem.get('loc', ())) or 'frame'}: {problem.get('msg', problem)}"
+        for problem in data.get("errors", ())
+        if isinstance(problem, dict)
+    ]
+    if not problems:
+        return error_frame
+    data["message"] = "; ".join([f"{data.get('message', 'Invalid message')}: {problems[0]}", *problems[1:]])
+    return json.dumps(frame)
 
 
 def frame_problem(text: Optional[str]) -> Optional[tuple[str, str]]:

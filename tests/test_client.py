@@ -35,7 +35,16 @@ def _outcome(call: Callable[[], Any]) -> Any:
 
 
 def run_sync(url: str, script: Callable, **client_kwargs) -> list:
-    """Run `script(do)` on a RoomsEnv called from synchronous code (the fast path)."""
+    """Run `script(do)` on Rooms' synchronous client, `RoomsEnv(...).sync()`."""
+    env = RoomsEnv(base_url=url, **client_kwargs).sync()
+    try:
+        return script(lambda name, *args, **kw: _outcome(lambda: getattr(env, name)(*args, **kw)))
+    finally:
+        env.close()
+
+
+def run_direct(url: str, script: Callable, **client_kwargs) -> list:
+    """The same on `RoomsEnv` itself called from synchronous code (OpenEnv's dispatch)."""
     env = RoomsEnv(base_url=url, **client_kwargs)
     try:
         return script(lambda name, *args, **kw: _outcome(lambda: getattr(env, name)(*args, **kw)))
@@ -75,7 +84,7 @@ def run_async(url: str, script: Callable, **client_kwargs) -> list:
     return asyncio.run(main())
 
 
-FORMS = {"sync": run_sync, "openenv-sync": run_openenv_sync, "async": run_async}
+FORMS = {"sync": run_sync, "direct": run_direct, "openenv-sync": run_openenv_sync, "async": run_async}
 
 
 def episode(do) -> list:
@@ -158,7 +167,7 @@ def _comparable(outcomes: list) -> list:
 
 def test_all_forms_give_the_same_results(base_url):
     outcomes = {form: _comparable(run(base_url, episode)) for form, run in FORMS.items()}
-    assert outcomes["sync"] == outcomes["openenv-sync"] == outcomes["async"]
+    assert outcomes["sync"] == outcomes["direct"] == outcomes["openenv-sync"] == outcomes["async"]
     reset, hello, unicode, state = FORMS["sync"](base_url, episode)
     assert (hello.reward, unicode.observation.message_length, state.step_count) == (1.3, 6, 2)
 
@@ -178,7 +187,7 @@ def test_server_validation_error_says_what_was_wrong(server_factory, form):
     outcomes = FORMS[form](server.url, lambda do: [do("step", RoomsAction(message="123456")), do("state")])
     assert outcomes[0] == (
         RuntimeError,
-        "Server error: Invalid message (code: VALIDATION_ERROR); message: String should have at most 5 characters",
+        "Server error: Invalid message: message: String should have at most 5 characters (code: VALIDATION_ERROR)",
     )
     assert outcomes[1].step_count == 0  # the session survived the refusal
 

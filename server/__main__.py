@@ -1,0 +1,52 @@
+"""The `server` command: serve Rooms with uvicorn (`uv run server`, `python -m rooms.server`)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+import uvicorn
+
+from rooms.server.settings import Settings, SettingsError
+
+SHUTDOWN_GRACE_S = 3  # open WebSockets are closed (1012) and the process exits within this
+# With --workers, each worker first imports OpenEnv (and with it Gradio): several seconds on a
+# small or busy machine, longer than uvicorn's default 5 s before it kills a silent worker.
+WORKER_HEALTHCHECK_TIMEOUT_S = 60
+
+
+def parse_args(settings: Settings, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options of the `server` command."""
+    parser = argparse.ArgumentParser(prog="server", description="Serve the Rooms environment.")
+    parser.add_argument("--host", default=settings.host, help=f"bind address (env HOST, default {settings.host})")
+    parser.add_argument("--port", type=int, default=settings.port, help=f"port (env PORT, default {settings.port})")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--reload", action="store_true", help="restart on code changes (development)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `server` command."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        raise SystemExit(f"server: {error}") from None
+    args = parse_args(settings, argv)
+    uvicorn.run(
+        "rooms.server.app:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        reload=args.reload,
+        # websockets' Sans-I/O protocol: less CPU per frame than uvicorn's default (legacy) implementation.
+        ws="websockets-sansio",
+        ws_max_size=settings.max_payload_bytes,
+        # Step frames are a few hundred bytes: compressing each costs more CPU than it saves.
+        ws_per_message_deflate=False,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_TIMEOUT_S,
+    )
+
+
+if __name__ == "__main__":
+    main()

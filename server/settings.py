@@ -1,0 +1,85 @@
+"""The server's settings: every environment variable Rooms reads, read once when the server starts."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+DEFAULT_MAX_CONCURRENT_ENVS = 64
+DEFAULT_MAX_MESSAGE_LENGTH = 1_048_576
+
+T = TypeVar("T", int, float)
+
+
+class SettingsError(ValueError):
+    """A setting has a value the server cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the server is configured with; `Settings.from_env()` reads it from the environment."""
+
+    max_concurrent_envs: int = DEFAULT_MAX_CONCURRENT_ENVS
+    session_timeout_s: float | None = None
+    max_message_length: int = DEFAULT_MAX_MESSAGE_LENGTH
+    enable_web_interface: bool = False
+    host: str = "0.0.0.0"
+    port: int = 8000
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        """Read `MAX_CONCURRENT_ENVS`, `SESSION_TIMEOUT_S`, `ROOMS_MAX_MESSAGE_LENGTH`,
+        `ENABLE_WEB_INTERFACE`, `HOST` and `PORT`; raise `SettingsError` for a bad value."""
+        timeout = environ.get("SESSION_TIMEOUT_S", "")
+        return cls(
+            max_concurrent_envs=positive(environ, "MAX_CONCURRENT_ENVS", int, cls.max_concurrent_envs),
+            session_timeout_s=positive(environ, "SESSION_TIMEOUT_S", float, 0.0) if timeout else None,
+            max_message_length=positive(environ, "ROOMS_MAX_MESSAGE_LENGTH", int, cls.max_message_length),
+            enable_web_interface=flag(environ, "ENABLE_WEB_INTERFACE"),
+            host=environ.get("HOST", cls.host),
+            port=port(environ, "PORT", cls.port),
+        )
+
+    @property
+    def max_payload_bytes(self) -> int:
+        """The largest request body or WebSocket frame a valid message can need.
+
+        A character inside a JSON string takes at most 12 bytes (a surrogate pair
+        escape); 64 KiB leave room for the rest of the message.
+        """
+        return 12 * self.max_message_length + 64 * 1024
+
+
+def positive(environ: Mapping[str, str], name: str, kind: Callable[[str], T], default: T) -> T:
+    """`environ[name]` as a positive `kind`, or `default` when unset."""
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = kind("0")
+    if not value > 0:
+        raise SettingsError(f"{name} must be a positive {'integer' if kind is int else 'number'}, got {raw!r}")
+    return value
+
+
+def flag(environ: Mapping[str, str], name: str) -> bool:
+    """`environ[name]` as a yes/no flag (`true`/`false`, `1`/`0`, `yes`/`no`), false when unset."""
+    raw = environ.get(name, "false")
+    value = raw.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no", ""):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def port(environ: Mapping[str, str], name: str, default: int) -> int:
+    """`environ[name]` as a TCP port number."""
+    value = positive(environ, name, int, default)
+    if value > 65535:
+        raise SettingsError(f"{name} must be a port number (1-65535), got {value}")
+    return value
