@@ -85,8 +85,3 @@ def serve_docs_without_cdn(app: FastAPI) -> None:
 
 
 app = create_rooms_app(Settings.from_env())
-
-if __name__ == "__main__":
-    from rooms.server.__main__ import main
-
-    main()

@@ -114,7 +114,7 @@ def start_server(
 ) -> LiveServer:
     """Start a server process (default: `python -m rooms.server.app`) on a free port."""
     port = port or free_port()
-    command = list(command or [sys.executable, "-m", "rooms.server.app", "--host", "127.0.0.1", "--port", str(port)])
+    command = list(command or [sys.executable, "-m", "rooms.server", "--host", "127.0.0.1", "--port", str(port)])
     log_path = tmp_dir / f"server-{port}-{time.monotonic_ns()}.log"
     process_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log_path, "wb") as log:

@@ -139,7 +139,7 @@ def test_openenv_build_builds_the_image(base_image):
 
 
 def test_manifest_reward_range_follows_from_the_message_bound():
-    from rooms.models import DEFAULT_MAX_MESSAGE_LENGTH
+    from rooms.server.settings import DEFAULT_MAX_MESSAGE_LENGTH
 
     manifest = yaml.safe_load((ROOT / "openenv.yaml").read_text())
     assert manifest["validation"]["reward"]["range"] == [0.0, DEFAULT_MAX_MESSAGE_LENGTH / 10]
