@@ -370,3 +370,12 @@ def test_closing_a_session_frees_its_slot(server_factory):
         with RoomsEnv(base_url=server.url) as env:
             assert env.step(RoomsAction(message="turn")).reward == 0.4
         time.sleep(0.05)
+
+
+async def test_the_sync_client_works_inside_a_running_event_loop(base_url):
+    """As when an async trainer calls a synchronous tool: no await, no deadlock."""
+    asyncio.get_running_loop()
+    with RoomsEnv(base_url=base_url).sync() as env:
+        env.reset(episode_id="in-a-loop")
+        assert env.step(RoomsAction(message="Hi")).reward == 0.2
+        assert env.state() == State(episode_id="in-a-loop", step_count=1)
