@@ -164,7 +164,7 @@ def spawn(command: list[str], cwd: Optional[Path] = None, env: Optional[dict[str
 
 def start_rooms(max_sessions: int) -> Server:
     port = free_port()
-    command = [sys.executable, "-m", "rooms.server.app", "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-m", "rooms.server", "--host", "127.0.0.1", "--port", str(port)]
     return spawn(command, env={"MAX_CONCURRENT_ENVS": str(max(64, max_sessions))}, port=port)
 
 
