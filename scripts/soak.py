@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import tempfile
 import time
 from collections import Counter
+from pathlib import Path
 
 from rooms import RoomsAction, RoomsEnv
-from rooms_bench.cli import start_rooms
+from rooms_bench.harness import start_server
 
 
 async def soak(url: str, total_steps: int, sessions: int, churn_every: int, on_warm) -> tuple[int, Counter]:
@@ -68,7 +70,9 @@ def main() -> int:
     parser.add_argument("--churn-every", type=int, default=2000)
     args = parser.parse_args()
 
-    server = start_rooms(args.sessions)
+    log_dir = Path(tempfile.mkdtemp(prefix="rooms-soak-"))
+    server = start_server(log_dir, env={"MAX_CONCURRENT_ENVS": str(max(64, args.sessions))})
+    print(f"server log: {server.log_path}", flush=True)
     rss = {"start": server.rss_kb()}
     print(f"server RSS at start: {rss['start'] / 1024:.1f} MiB", flush=True)
 
