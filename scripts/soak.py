@@ -45,7 +45,7 @@ async def soak(url: str, total_steps: int, sessions: int, churn_every: int, on_w
                         if done >= sessions * churn_every and not warm.is_set():
                             warm.set()
                             on_warm()
-            except Exception as exc:  # noqa: BLE001 - counted, the soak goes on
+            except Exception as exc:
                 errors[type(exc).__name__] += 1
                 await asyncio.sleep(0.1)
 
@@ -78,7 +78,10 @@ def main() -> int:
 
     def on_warm() -> None:
         rss["warm"] = server.rss_kb()
-        print(f"server RSS warm (after {args.sessions * args.churn_every:,} steps): {rss['warm'] / 1024:.1f} MiB", flush=True)
+        print(
+            f"server RSS warm (after {args.sessions * args.churn_every:,} steps): {rss['warm'] / 1024:.1f} MiB",
+            flush=True,
+        )
 
     started = time.monotonic()
     try:
@@ -89,10 +92,14 @@ def main() -> int:
     seconds = time.monotonic() - started
     sessions_opened = args.sessions * -(-args.steps // (args.sessions * args.churn_every))
     growth = (rss["end"] - rss["warm"]) / rss["warm"] * 100
-    print(f"steps: {done:,} in {seconds:.0f} s ({done / seconds:,.0f} steps/s), {args.sessions} concurrent sessions, "
-          f"about {sessions_opened:,} sessions opened and closed")
-    print(f"server RSS at end: {rss['end'] / 1024:.1f} MiB; growth from warm: {growth:+.1f} %; "
-          f"from start: {(rss['end'] - rss['start']) / rss['start'] * 100:+.1f} %")
+    print(
+        f"steps: {done:,} in {seconds:.0f} s ({done / seconds:,.0f} steps/s), {args.sessions} concurrent sessions, "
+        f"about {sessions_opened:,} sessions opened and closed"
+    )
+    print(
+        f"server RSS at end: {rss['end'] / 1024:.1f} MiB; growth from warm: {growth:+.1f} %; "
+        f"from start: {(rss['end'] - rss['start']) / rss['start'] * 100:+.1f} %"
+    )
     print(f"errors: {sum(errors.values())} {dict(errors) if errors else ''}")
     ok = growth < 10 and not errors and done >= args.steps
     print("goal (growth < 10 %, zero errors):", "met" if ok else "NOT met")

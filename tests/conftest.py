@@ -9,25 +9,42 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence, Union
+from typing import Any
 
 import pytest
-import requests
 
-from rooms_bench.harness import LiveServer, free_port, start_server, wait_until_healthy
+from rooms_bench.harness import LiveServer, ServerFactory, console_script, free_port, start_server, wait_until_healthy
 
-__all__ = ["ROOT", "LiveServer", "free_port", "require", "start_server", "wait_until_healthy", "websockets_server"]
+__all__ = [
+    "ROOT", "LiveServer", "ServerFactory", "console_script", "free_port", "require", "start_server",
+    "wait_until_healthy", "websockets_server",
+]  # fmt: skip
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where tests keep what a person may want to look at afterwards (tool reports, screenshots, figures).
+
+    `$ROOMS_TEST_ARTIFACTS` if set (it must be outside the checkout), else a temporary directory.
+    """
+    configured = os.environ.get("ROOMS_TEST_ARTIFACTS")
+    if not configured:
+        return tmp_path_factory.mktemp("artifacts")
+    path = Path(configured).resolve()
+    if path.is_relative_to(ROOT):
+        raise pytest.UsageError(f"ROOMS_TEST_ARTIFACTS={configured} is inside the checkout; tests write outside it")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @contextmanager
@@ -79,7 +96,7 @@ def docker(*args: str, check: bool = True, timeout: float = 900) -> subprocess.C
     return result
 
 
-BASE_IMAGE = "ghcr.io/meta-pytorch/openenv-base:latest"
+BASE_IMAGE = "ghcr.io/huggingface/openenv-base:latest"
 IMAGE = "rooms-env:latest"
 
 

@@ -7,7 +7,7 @@ import pytest
 import requests
 from websockets.sync.client import connect
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, console_script, free_port
 
 
 def ws_exchange(ws, message) -> dict:
@@ -35,7 +35,9 @@ def test_schema_publishes_the_models(base_url):
     schema = requests.get(f"{base_url}/schema").json()
     assert schema["action"]["required"] == ["message"]
     assert schema["action"]["properties"]["message"]["maxLength"] == 1_048_576
-    assert {"echoed_message", "message_length", "reward", "done", "metadata"} <= set(schema["observation"]["properties"])
+    assert {"echoed_message", "message_length", "reward", "done", "metadata"} <= set(
+        schema["observation"]["properties"]
+    )
     assert {"episode_id", "step_count"} <= set(schema["state"]["properties"])
 
 
@@ -112,14 +114,38 @@ def test_capacity_error_names_the_limit(server_factory):
 
 
 def _start_commands(port: int) -> dict[str, list[str]]:
-    venv_bin = ROOT / ".venv" / "bin"
     return {
         "uv run server": ["uv", "run", "server", "--host", "127.0.0.1", "--port", str(port)],
-        "uv run --project . server": ["uv", "run", "--project", ".", "server", "--host", "127.0.0.1", "--port", str(port)],
+        "uv run --project . server": [
+            "uv",
+            "run",
+            "--project",
+            ".",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         "python -m server.app": [sys.executable, "-m", "server.app", "--host", "127.0.0.1", "--port", str(port)],
-        "python -m rooms.server.app": [sys.executable, "-m", "rooms.server.app", "--host", "127.0.0.1", "--port", str(port)],
-        "uvicorn server.app:app": [str(venv_bin / "uvicorn"), "server.app:app", "--host", "127.0.0.1", "--port", str(port)],
-        "server --workers 2": [str(venv_bin / "server"), "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+        "python -m rooms.server.app": [
+            sys.executable,
+            "-m",
+            "rooms.server.app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        "uvicorn server.app:app": [
+            console_script("uvicorn"),
+            "server.app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        "server --workers 2": [console_script("server"), "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
     }
 
 
@@ -135,7 +161,7 @@ def test_every_documented_way_to_start_the_server_serves_rooms(server_factory, n
 def test_server_help_lists_the_options():
     import subprocess
 
-    result = subprocess.run([str(ROOT / ".venv" / "bin" / "server"), "--help"], capture_output=True, text=True)
+    result = subprocess.run([console_script("server"), "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     for option in ("--host", "--port", "--workers", "--reload"):
         assert option in result.stdout

@@ -18,7 +18,7 @@ from websockets.sync.client import connect
 from rooms import RoomsAction, RoomsEnv
 from rooms.client import DIRECT_CONNECTION
 from rooms.server.limits import MAX_PAYLOAD_BYTES, frame_problem
-from tests.conftest import ROOT
+from tests.conftest import ROOT, console_script
 
 MIB = 1024 * 1024
 
@@ -76,7 +76,14 @@ def test_frame_problem_lets_ordinary_frames_through_unparsed():
 
 @pytest.mark.parametrize(
     "body",
-    [{"action": {"message": 5}}, {"action": []}, {"action": {"message": "x" * (1_048_576 + 1)}}, {"action": None}, [], "x"],
+    [
+        {"action": {"message": 5}},
+        {"action": []},
+        {"action": {"message": "x" * (1_048_576 + 1)}},
+        {"action": None},
+        [],
+        "x",
+    ],
 )
 def test_http_bad_bodies_get_4xx_with_details(base_url, body):
     response = requests.post(f"{base_url}/step", json=body, timeout=30)
@@ -109,12 +116,14 @@ def test_huge_bodies_and_frames_are_refused_before_buffering(server_factory):
     declared = requests.post(f"{server.url}/step", data=body, headers={"content-type": "application/json"})
     assert declared.status_code == 413
     assert f"larger than {MAX_PAYLOAD_BYTES} bytes" in declared.json()["detail"]
-    chunked = requests.post(f"{server.url}/step", data=(b"x" * MIB for _ in range(40)), headers={"content-type": "application/json"})
+    chunked = requests.post(
+        f"{server.url}/step", data=(b"x" * MIB for _ in range(40)), headers={"content-type": "application/json"}
+    )
     assert chunked.status_code == 413
-    with connect(server.ws_url, max_size=None) as ws:
-        with pytest.raises(ConnectionClosedError) as closed:  # while still sending, or when reading
-            ws.send(json.dumps({"type": "step", "data": {"message": "x" * (40 * MIB)}}))
-            ws.recv(timeout=30)
+    # Closed while still sending, or when reading:
+    with connect(server.ws_url, max_size=None) as ws, pytest.raises(ConnectionClosedError) as closed:
+        ws.send(json.dumps({"type": "step", "data": {"message": "x" * (40 * MIB)}}))
+        ws.recv(timeout=30)
     # 1009 (message too big) when its close frame gets through; a reset mid-send is the other way it ends
     assert closed.value.rcvd is None or closed.value.rcvd.code == 1009
     assert rss_kb(pid) - baseline < 3 * MAX_PAYLOAD_BYTES / 1024  # never held 40 MiB copies
@@ -124,10 +133,16 @@ def test_huge_bodies_and_frames_are_refused_before_buffering(server_factory):
 def test_killed_client_frees_its_slot_promptly(server_factory):
     server = server_factory(env={"MAX_CONCURRENT_ENVS": "1"})
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time\nfrom rooms import RoomsEnv\nenv = RoomsEnv(base_url=sys.argv[1])\nenv.reset()\n"
-         "print('holding', flush=True)\ntime.sleep(600)", server.url],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom rooms import RoomsEnv\nenv = RoomsEnv(base_url=sys.argv[1])\nenv.reset()\n"
+            "print('holding', flush=True)\ntime.sleep(600)",
+            server.url,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout.readline().strip() == "holding"
     with RoomsEnv(base_url=server.url) as blocked, pytest.raises(RuntimeError, match="CAPACITY_REACHED"):
@@ -191,9 +206,20 @@ def test_shutdown_with_open_sessions_is_prompt_and_clean(server_factory, sig):
 def test_fuzzing_the_openapi_schema_finds_no_server_error(live_server):
     """schemathesis against the app's own /openapi.json (all phases, bounded): zero 5xx."""
     result = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "schemathesis"), "run", f"{live_server.url}/openapi.json",
-         "--checks", "not_a_server_error", "--max-examples", "40", "--seed", "1"],
-        capture_output=True, text=True, timeout=600,
+        [
+            console_script("schemathesis"),
+            "run",
+            f"{live_server.url}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "40",
+            "--seed",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-5000:]
     assert "passed" in result.stdout and " failed" not in result.stdout.split("SUMMARY")[-1]

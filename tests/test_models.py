@@ -40,8 +40,10 @@ def test_default_message_bound_is_one_mebichar():
 def _import_models(bound: str) -> subprocess.CompletedProcess:
     code = "from rooms.models import RoomsAction; RoomsAction(message='123456')"
     return subprocess.run(
-        [sys.executable, "-c", code], env={"ROOMS_MAX_MESSAGE_LENGTH": bound, "PATH": ""},
-        capture_output=True, text=True,
+        [sys.executable, "-c", code],
+        env={"ROOMS_MAX_MESSAGE_LENGTH": bound, "PATH": ""},
+        capture_output=True,
+        text=True,
     )
 
 

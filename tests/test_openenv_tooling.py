@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,29 +13,32 @@ import requests
 import yaml
 from typer.testing import CliRunner
 
-from tests.conftest import ROOT, docker, free_port, wait_until_healthy
+from tests.conftest import ROOT, console_script, docker, free_port, wait_until_healthy
 from tests.readme_blocks import readme_blocks
 
-OPENENV = str(ROOT / ".venv" / "bin" / "openenv")
-ARTIFACTS = ROOT / "test-artifacts"
+
+@pytest.fixture
+def openenv(artifacts: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Runs `openenv ARGS...` from the project root; its output is kept in `artifacts`."""
+
+    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        command = [console_script("openenv"), *args]
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        name = "openenv-" + "-".join(a.strip("-").replace("/", "_").replace(":", "") for a in args) + ".txt"
+        (artifacts / name).write_text(result.stdout + result.stderr)
+        return result
+
+    return run
 
 
-def openenv(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    result = subprocess.run([OPENENV, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    ARTIFACTS.mkdir(exist_ok=True)
-    name = "openenv-" + "-".join(a.strip("-").replace("/", "_").replace(":", "") for a in args) + ".txt"
-    (ARTIFACTS / name).write_text(result.stdout + result.stderr)
-    return result
-
-
-def test_validate_static_passes():
+def test_validate_static_passes(openenv):
     result = openenv("validate", "--level", "static")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "PASS  static.manifest" in result.stdout
     assert result.stdout.rstrip().endswith("Verdict: PASS")
 
 
-def test_validate_against_the_running_server_passes(live_server):
+def test_validate_against_the_running_server_passes(openenv, live_server):
     result = openenv("validate", "--url", live_server.url)
     assert result.returncode == 0, result.stdout + result.stderr
     for check in ("openapi_version_available", "health_endpoint", "metadata_endpoint", "schema_endpoint"):
@@ -42,19 +46,28 @@ def test_validate_against_the_running_server_passes(live_server):
     assert result.stdout.rstrip().endswith("Verdict: PASS")
 
 
-def test_validate_runtime_level_in_docker(base_image):
+@pytest.mark.docker
+def test_validate_runtime_level_in_docker(openenv, base_image):
     """The Docker runtime level builds the image, runs validation/runtime.json over /ws, and
     passes every check this openenv build implements; the rest it reports as not implemented."""
     result = openenv("validate", "--level", "runtime", timeout=1500)
     assert result.returncode == 0, result.stdout + result.stderr
-    for check in ("static.manifest", "runtime.startup", "runtime.observation_schema",
-                  "runtime.reward_well_formed", "runtime.state_contract"):
+    for check in (
+        "static.manifest",
+        "runtime.startup",
+        "runtime.observation_schema",
+        "runtime.reward_well_formed",
+        "runtime.state_contract",
+    ):
         assert f"PASS  {check} " in result.stdout, result.stdout
     assert "FAIL" not in result.stdout and "ERROR" not in result.stdout
     lines = result.stdout.splitlines()
     for i, line in enumerate(lines):
         if line.lstrip().startswith("SKIP"):
-            assert lines[i + 1].strip() in ("grader not implemented in this build", "network evidence is unavailable"), line
+            assert lines[i + 1].strip() in (
+                "grader not implemented in this build",
+                "network evidence is unavailable",
+            ), line
 
 
 @pytest.fixture
@@ -104,13 +117,21 @@ def test_readme_push_commands_up_to_the_hub(staged_push, command):
     assert dockerfile.index("ENV ENABLE_WEB_INTERFACE=true") < dockerfile.index("\nCMD ")
     card = yaml.safe_load((bundle / "README.md").read_text().split("---\n")[1])
     assert card == {
-        "title": "Rooms Environment Server", "emoji": "🏉", "colorFrom": "yellow", "colorTo": "yellow",
-        "sdk": "docker", "pinned": False, "app_port": 8000, "base_path": "/web", "tags": ["openenv"],
+        "title": "Rooms Environment Server",
+        "emoji": "🏉",
+        "colorFrom": "yellow",
+        "colorTo": "yellow",
+        "sdk": "docker",
+        "pinned": False,
+        "app_port": 8000,
+        "base_path": "/web",
+        "tags": ["openenv"],
     }
     assert (bundle / "uv.lock").exists() and (bundle / "openenv.yaml").exists()
     assert not (bundle / ".venv").exists() and not (bundle / ".git").exists()
 
 
+@pytest.mark.docker
 def test_push_bundle_builds_and_serves_the_web_interface(staged_push, base_image, tmp_path):
     [_, upload] = staged_push("openenv push")
     bundle = upload["bundle"]
@@ -128,7 +149,8 @@ def test_push_bundle_builds_and_serves_the_web_interface(staged_push, base_image
         docker("rmi", image, check=False)
 
 
-def test_openenv_build_builds_the_image(base_image):
+@pytest.mark.docker
+def test_openenv_build_builds_the_image(openenv, base_image):
     tag = "openenv-rooms:test"
     result = openenv("build", "--tag", tag, str(ROOT), timeout=1800)
     try:
@@ -144,5 +166,9 @@ def test_manifest_reward_range_follows_from_the_message_bound():
     manifest = yaml.safe_load((ROOT / "openenv.yaml").read_text())
     assert manifest["validation"]["reward"]["range"] == [0.0, DEFAULT_MAX_MESSAGE_LENGTH / 10]
     assert (manifest["name"], manifest["type"], manifest["runtime"], manifest["app"], manifest["port"]) == (
-        "rooms", "space", "fastapi", "server.app:app", 8000
+        "rooms",
+        "space",
+        "fastapi",
+        "server.app:app",
+        8000,
     )

@@ -6,26 +6,19 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 
 import pytest
 import requests
 
 from tests.conftest import ROOT, free_port, start_server
-from tests.readme_blocks import KINDS, Block, fence_count, readme_blocks, readme_text
-
-
-def run_python(code: str, timeout: float = 180) -> str:
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"block failed:\n{code}\n--- stderr ---\n{result.stderr}"
-    return result.stdout
-
-
-def assert_prints_what_it_promises(block: Block, stdout: str) -> None:
-    for pattern in block.expected_output():
-        assert any(pattern.fullmatch(line) for line in stdout.splitlines()), (
-            f"README promises a line matching {pattern.pattern!r}; the block printed:\n{stdout}"
-        )
+from tests.readme_blocks import (
+    KINDS,
+    assert_prints_what_it_promises,
+    fence_count,
+    readme_blocks,
+    readme_text,
+    run_python,
+)
 
 
 def test_every_fenced_block_is_marked_with_a_known_kind():
@@ -41,7 +34,10 @@ def test_readme_starts_with_the_space_card_then_the_two_commands():
         "pinned: false\napp_port: 8000\nbase_path: /web\ntags:\n  - openenv\n---\n"
     )
     first_two = readme_blocks()[:2]
-    assert [(b.kind, b.code) for b in first_two] == [("server-command", "uv run server\n"), ("test-command", "uv run pytest\n")]
+    assert [(b.kind, b.code) for b in first_two] == [
+        ("server-command", "uv run server\n"),
+        ("test-command", "uv run pytest\n"),
+    ]
 
 
 @pytest.mark.parametrize("block", readme_blocks("python"), ids=lambda b: b.id)

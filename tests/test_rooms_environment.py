@@ -64,7 +64,11 @@ def test_step_metadata_carries_the_message_and_step_number(env):
 def test_reset_observation():
     obs = RoomsEnvironment().reset()
     assert (obs.echoed_message, obs.message_length, obs.reward, obs.done, obs.metadata) == (
-        READY_MESSAGE, 0, 0.0, False, {"step": 0}
+        READY_MESSAGE,
+        0,
+        0.0,
+        False,
+        {"step": 0},
     )
     assert READY_MESSAGE == "Rooms environment ready!"
 
@@ -123,8 +127,16 @@ def test_docstring_examples_run():
 
 def test_docstring_has_the_gymnasium_sections():
     doc = RoomsEnvironment.__doc__
-    sections = ["Description", "Action Space", "Observation Space", "Rewards", "Starting State",
-                "Episode End", "Arguments", "Examples"]
+    sections = [
+        "Description",
+        "Action Space",
+        "Observation Space",
+        "Rewards",
+        "Starting State",
+        "Episode End",
+        "Arguments",
+        "Examples",
+    ]
     positions = [doc.index(f"## {name}\n") for name in sections]
     assert positions == sorted(positions)
 

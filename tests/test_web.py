@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from tests.conftest import ROOT, LiveServer, ServerFactory, require
+from tests.conftest import LiveServer, ServerFactory, require
+
+pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [  # headless on a machine with no outside network: no background calls home
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 HOSTILE_MESSAGE = "<img src=x onerror=alert(1)>"
 
@@ -38,7 +44,7 @@ def page(tmp_path):
             browser.close()
 
 
-def test_playground_resets_steps_and_shows_the_echo_as_text(page, web_server):
+def test_playground_resets_steps_and_shows_the_echo_as_text(page, web_server, artifacts):
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     page.goto(f"{web_server.url}/web/", wait_until="domcontentloaded")
@@ -57,10 +63,7 @@ def test_playground_resets_steps_and_shows_the_echo_as_text(page, web_server):
     page.wait_for_timeout(500)
     assert dialogs == []
 
-    artifacts = ROOT / "test-artifacts"
-    artifacts.mkdir(exist_ok=True)
     page.screenshot(path=str(artifacts / "web.png"), full_page=True)
-    shutil.copy(artifacts / "web.png", ROOT / "docs" / "web.png") if not (ROOT / "docs" / "web.png").exists() else None
 
 
 def test_swagger_ui_loads(page, web_server):

@@ -73,7 +73,12 @@ def compare_with_template(plan: Plan, rooms: Contender, template: Contender) -> 
             server = contenders[who]
             if scenario == "async":
                 name = f"{who} ws async ×{count} (vs template)"
-                run = measure(name, count, halves[(who, scenario) in measured], env_client_async(server.classes, server.url, plan.message))
+                run = measure(
+                    name,
+                    count,
+                    halves[(who, scenario) in measured],
+                    env_client_async(server.classes, server.url, plan.message),
+                )
             else:
                 name = f"{who} http sync (vs template)"
                 run = measure(name, count, halves[(who, scenario) in measured], http_sync(server.url, plan.message))
@@ -82,10 +87,16 @@ def compare_with_template(plan: Plan, rooms: Contender, template: Contender) -> 
             else:
                 measured[who, scenario] = run
     ratios = [
-        Ratio("rooms async ×16 steps/s", "template async ×16 steps/s",
-              steps_ratio(measured["rooms", "async"], measured["template", "async"])),
-        Ratio("rooms http steps/s", "template http steps/s",
-              steps_ratio(measured["rooms", "http"], measured["template", "http"])),
+        Ratio(
+            "rooms async ×16 steps/s",
+            "template async ×16 steps/s",
+            steps_ratio(measured["rooms", "async"], measured["template", "async"]),
+        ),
+        Ratio(
+            "rooms http steps/s",
+            "template http steps/s",
+            steps_ratio(measured["rooms", "http"], measured["template", "http"]),
+        ),
     ]
     return list(measured.values()), ratios
 

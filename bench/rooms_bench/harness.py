@@ -5,7 +5,9 @@ One harness for the benchmark, the soak script and the test suites.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +26,15 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def console_script(name: str) -> str:
+    """An installed console script: the one beside this interpreter, else the one on PATH."""
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    found = shutil.which(name, path=search)
+    if found is None:
+        raise FileNotFoundError(f"{name} is not installed: run `uv sync`")
+    return found
 
 
 def rooms_server_command(port: int) -> list[str]:
@@ -66,10 +77,8 @@ class LiveServer:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         """Signal the server's whole process group; SIGKILL it after `timeout` s; return the exit code."""
         if self.process.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # it exited between poll() and killpg()
                 os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                pass  # exited between poll() and killpg()
         try:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -173,9 +173,7 @@ def timed_sync_steps(step: Callable[[], object], counting: Counting) -> bool:
     return True
 
 
-def sync_session(
-    sessions: SyncSessions, plan: Plan, run: Run, advance: Advance, opening: threading.Semaphore
-) -> None:
+def sync_session(sessions: SyncSessions, plan: Plan, run: Run, advance: Advance, opening: threading.Semaphore) -> None:
     """One session in this thread: warm up, then time each step; failures are counted."""
     counting = Counting(plan, run, advance)
     session: SyncSession | None = None
@@ -278,7 +276,7 @@ def measure_side_by_side(
     with progress_bar(f"{label[:60]:<60}") as progress:
         task = progress.add_task(label, total=rounds * len(contenders))
         try:
-            for (_, sessions), run in zip(contenders, runs):
+            for (_, sessions), run in zip(contenders, runs, strict=True):
                 open_sessions.append(open_warm(sessions, plan.warmup, run))
             for round_ in range(rounds):
                 steps = plan.steps * (round_ + 1) // rounds - plan.steps * round_ // rounds

@@ -97,7 +97,9 @@ def write_plot(path: Path, runs: list[Run]) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise SystemExit("--plot needs matplotlib: `uv sync --extra plot` or `pip install 'rooms-bench[plot]'`") from None
+        raise SystemExit(
+            "--plot needs matplotlib: `uv sync --extra plot` or `pip install 'rooms-bench[plot]'`"
+        ) from None
     sweep = sorted((run.sessions, run.steps_per_s) for run in runs if run.name.startswith("sweep"))
     with_sweep = len(sweep) > 1
     fig, axes = plt.subplots(1, 2 if with_sweep else 1, figsize=(12 if with_sweep else 7, 4.5), squeeze=False)
@@ -109,7 +111,7 @@ def write_plot(path: Path, runs: list[Run]) -> None:
     histogram.set(xlabel="step latency (µs)", ylabel="steps", title="Step latency", xscale="log")
     histogram.legend(fontsize=7)
     if with_sweep:
-        sessions, steps_per_s = zip(*sweep)
+        sessions, steps_per_s = zip(*sweep, strict=True)
         axes[0][1].plot(sessions, steps_per_s, marker="o")
         axes[0][1].set(xlabel="concurrent sessions", ylabel="steps/s", title="Throughput vs sessions", xscale="log")
     fig.tight_layout()

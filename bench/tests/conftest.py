@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from rooms_bench.harness import console_script
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def console_script(name: str) -> str:
-    """An installed console script: beside this interpreter, else on PATH."""
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    found = shutil.which(name, path=path)
-    if found is None:
-        raise FileNotFoundError(f"{name} is not installed: run `uv sync`")
-    return found
 
 
 @pytest.fixture

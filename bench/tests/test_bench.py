@@ -34,8 +34,12 @@ def test_starts_its_own_server_with_floor_and_template(bench: Bench, load_report
     sweep4 = next(r for r in report["runs"] if r["name"] == "sweep 4 sessions")
     assert sweep4["server_rss_per_session_kb"] is not None
     figures = {r["figure"] + " / " + r["compared_with"] for r in report["ratios"]}
-    assert {"rooms sync steps/s / template sync steps/s", "rooms sync p50 latency / floor p50",
-            "rooms async ×16 steps/s / template async ×16 steps/s", "rooms cold start / template cold start"} <= figures  # fmt: skip
+    assert {
+        "rooms sync steps/s / template sync steps/s",
+        "rooms sync p50 latency / floor p50",
+        "rooms async ×16 steps/s / template async ×16 steps/s",
+        "rooms cold start / template cold start",
+    } <= figures
     assert set(report["cold_start_s"]) == {"rooms", "template"} and report["cold_start_starts"] == 5
     assert "Ratios (same machine, same run)" in result.stdout and "steps/s" in result.stdout
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
