@@ -90,3 +90,20 @@ def assert_prints_what_it_promises(block: Block, stdout: str) -> None:
         assert any(pattern.fullmatch(line) for line in stdout.splitlines()), (
             f"README promises a line matching {pattern.pattern!r}; the block printed:\n{stdout}"
         )
+
+
+def layout_paths(block: Block) -> list[str]:
+    """The paths a `layout` block's tree lists, relative to the project root (directories end in /)."""
+    parents: list[str] = []
+    paths = []
+    for line in block.code.splitlines()[1:]:
+        match = re.match(r"^([│ ]*)[├└]── (\S+)", line)
+        if not match:
+            continue
+        depth = len(match[1]) // 4
+        parents = parents[:depth]
+        name = match[2]
+        paths.append("".join(parents) + name)
+        if name.endswith("/"):
+            parents.append(name)
+    return paths

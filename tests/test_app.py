@@ -1,5 +1,6 @@
 """The server app over real HTTP and WebSocket, and the ways to start it."""
 
+import html
 import json
 import sys
 
@@ -173,6 +174,12 @@ def test_web_interface_is_served_when_enabled(server_factory):
     assert page.status_code == 200
     assert "gradio" in page.text.lower()
     assert requests.get(f"{server.url}/health").status_code == 200
+    # The page's header: the environment's name and its one-line description, as /metadata gives them.
+    metadata = requests.get(f"{server.url}/metadata", timeout=30).json()
+    config = requests.get(f"{server.url}/web/config", timeout=30).json()
+    values = [component.get("props", {}).get("value") for component in config["components"]]
+    [header] = [value for value in values if isinstance(value, str) and 'class="oe-header"' in value]
+    assert f"<h1>{html.escape(metadata['name'])}</h1><p>{html.escape(metadata['description'])}</p>" in header
 
 
 def test_web_interface_is_off_by_default(base_url):

@@ -15,6 +15,7 @@ from tests.readme_blocks import (
     KINDS,
     assert_prints_what_it_promises,
     fence_count,
+    layout_paths,
     readme_blocks,
     readme_text,
     run_python,
@@ -125,18 +126,7 @@ def test_app_excerpt_block_is_what_the_app_does(block):
 
 def test_layout_block_lists_real_paths():
     [block] = readme_blocks("layout")
-    stack: list[tuple[int, str]] = []
-    checked = 0
-    for line in block.code.splitlines()[1:]:
-        match = re.match(r"^([│ ]*)[├└]── (\S+)", line)
-        if not match:
-            continue
-        depth = len(match[1]) // 4
-        stack = stack[:depth]
-        name = match[2]
-        path = ROOT.joinpath(*[p for _, p in stack], name.rstrip("/"))
-        assert path.exists(), f"README lists {path.relative_to(ROOT)}, which does not exist"
-        checked += 1
-        if name.endswith("/"):
-            stack.append((depth, name.rstrip("/")))
-    assert checked >= 12
+    paths = layout_paths(block)
+    for path in paths:
+        assert (ROOT / path).exists(), f"README lists {path}, which does not exist"
+    assert len(paths) >= 12

@@ -97,9 +97,8 @@ def write_plot(path: Path, runs: list[Run]) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise SystemExit(
-            "--plot needs matplotlib: `uv sync --extra plot` or `pip install 'rooms-bench[plot]'`"
-        ) from None
+        hint = "`uv sync --all-packages --extra plot` in the checkout, or `pip install 'rooms-bench[plot]'`"
+        raise SystemExit(f"--plot needs matplotlib: {hint}") from None
     sweep = sorted((run.sessions, run.steps_per_s) for run in runs if run.name.startswith("sweep"))
     with_sweep = len(sweep) > 1
     fig, axes = plt.subplots(1, 2 if with_sweep else 1, figsize=(12 if with_sweep else 7, 4.5), squeeze=False)

@@ -102,7 +102,7 @@ def test_plot_without_matplotlib_says_how_to_get_it(live_server: LiveServer, tmp
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
-    assert "--plot needs matplotlib: `uv sync --extra plot`" in result.stderr
+    assert "--plot needs matplotlib: `uv sync --all-packages --extra plot`" in result.stderr
 
 
 @pytest.mark.parametrize("args", [["--sessions", "0"], ["--sweep", "1,x"], ["--transport", "udp"]])
