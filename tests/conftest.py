@@ -48,7 +48,7 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextmanager
-def websockets_server(handler: Callable, port: int, **options: Any) -> Iterator[None]:
+def websockets_server(handler: Callable[..., Any], port: int, **options: Any) -> Iterator[None]:
     """Serve `handler` on 127.0.0.1:`port` with websockets' asyncio server, in a background thread."""
     from websockets.asyncio.server import serve
 
@@ -89,7 +89,7 @@ def docker_engine_running() -> bool:
         return False
 
 
-def docker(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+def docker(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
@@ -113,7 +113,7 @@ def docker_available() -> None:
 
 
 @pytest.fixture(scope="session")
-def base_image(docker_available) -> str:
+def base_image(docker_available: None) -> str:
     """OpenEnv's base image: pulled if a registry answers, else built offline by the README's recipe."""
     if docker("image", "inspect", BASE_IMAGE, check=False).returncode == 0:
         return BASE_IMAGE
@@ -136,7 +136,7 @@ def base_image(docker_available) -> str:
 
 
 @pytest.fixture(scope="session")
-def built_image(base_image) -> BuiltImage:
+def built_image(base_image: str) -> BuiltImage:
     """`rooms-env:latest`, built by the README's own `docker build` command."""
     from tests.readme_blocks import readme_blocks
 

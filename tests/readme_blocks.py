@@ -45,7 +45,7 @@ class Block:
     def id(self) -> str:
         return f"{self.kind}-line{self.line}"
 
-    def expected_output(self) -> list[re.Pattern]:
+    def expected_output(self) -> list[re.Pattern[str]]:
         """Patterns for what the block's `print(...)  # shown` lines and trailing comments promise."""
         promised: list[str] = []
         lines = self.code.rstrip("\n").splitlines()

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 import requests
 from websockets.sync.client import connect
 
-from tests.conftest import BASE_IMAGE, ROOT, console_script, docker, free_port, wait_until_healthy
+from tests.conftest import BASE_IMAGE, ROOT, BuiltImage, console_script, docker, free_port, wait_until_healthy
 from tests.readme_blocks import Block, assert_prints_what_it_promises, readme_blocks, run_python
 
 pytestmark = pytest.mark.docker
@@ -27,7 +29,7 @@ def docker_block(text: str) -> Block:
 
 
 @pytest.fixture
-def container(built_image):
+def container(built_image: BuiltImage) -> Iterator[tuple[str, str]]:
     """A detached container of the image on a free port."""
     port = free_port()
     name = f"rooms-test-{port}"
@@ -39,7 +41,7 @@ def container(built_image):
         docker("rm", "-f", name, check=False)
 
 
-def test_image_is_built_by_the_readme_command(built_image, artifacts):
+def test_image_is_built_by_the_readme_command(built_image: BuiltImage, artifacts: Path) -> None:
     figures = {
         "image": built_image.name,
         "size_mb": round(built_image.size_bytes / 1e6),
@@ -50,7 +52,7 @@ def test_image_is_built_by_the_readme_command(built_image, artifacts):
     assert built_image.size_bytes < 800e6, figures
 
 
-def test_virtual_environment_is_shipped_once(built_image):
+def test_virtual_environment_is_shipped_once(built_image: BuiltImage) -> None:
     listing = docker("run", "--rm", built_image.name, "sh", "-c", "ls -d /app/.venv /app/env/.venv 2>&1 || true").stdout
     assert "/app/.venv" in listing and "cannot access '/app/env/.venv'" in listing
     layers = [
@@ -66,7 +68,7 @@ def test_virtual_environment_is_shipped_once(built_image):
     assert len(big_layers_added) == 1, layers
 
 
-def test_container_answers_and_reports_healthy(container):
+def test_container_answers_and_reports_healthy(container: tuple[str, str]) -> None:
     name, url = container
     assert requests.get(f"{url}/health").json() == {"status": "healthy"}
     assert requests.post(f"{url}/step", json={"action": {"message": "Hi"}}).json()["reward"] == 0.2
@@ -81,7 +83,7 @@ def test_container_answers_and_reports_healthy(container):
 
 
 @pytest.mark.parametrize("text", ["roomsenv = RoomsEnv.from_docker_image", "asyncio.run(main())"])
-def test_readme_from_docker_image_blocks_run_as_written(built_image, text):
+def test_readme_from_docker_image_blocks_run_as_written(built_image: BuiltImage, text: str) -> None:
     block = docker_block(text)
     before = containers_of(built_image.name)
     stdout = run_python(block.code, timeout=600)
@@ -91,7 +93,7 @@ def test_readme_from_docker_image_blocks_run_as_written(built_image, text):
     assert containers_of(built_image.name) == before, "close() must remove the container it started"
 
 
-def test_readme_docker_run_block_honours_settings(built_image):
+def test_readme_docker_run_block_honours_settings(built_image: BuiltImage) -> None:
     block = docker_block("docker run")
     port = free_port()
     name = f"rooms-run-{port}"
@@ -116,7 +118,7 @@ def test_readme_docker_run_block_honours_settings(built_image):
         process.wait(timeout=30)
 
 
-def test_readme_hub_block_up_to_the_network(built_image):
+def test_readme_hub_block_up_to_the_network(built_image: BuiltImage) -> None:
     """`from_hub` as written: the Space's registry image is stood in for by a local tag,
     and the uv form runs this checkout instead of cloning the Space's repository."""
     [block] = [b for b in readme_blocks("hub") if b.lang == "python"]
@@ -132,7 +134,7 @@ def test_readme_hub_block_up_to_the_network(built_image):
         docker("rmi", hub_image, check=False)
 
 
-def test_openenv_validate_against_the_running_container_passes(container, artifacts):
+def test_openenv_validate_against_the_running_container_passes(container: tuple[str, str], artifacts: Path) -> None:
     _, url = container
     result = subprocess.run(
         [console_script("openenv"), "validate", "--url", url], capture_output=True, text=True, timeout=120

@@ -7,14 +7,18 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 import yaml
 from typer.testing import CliRunner
 
-from tests.conftest import ROOT, console_script, docker, free_port, wait_until_healthy
+from tests.conftest import ROOT, LiveServer, console_script, docker, free_port, wait_until_healthy
 from tests.readme_blocks import readme_blocks
+
+OpenEnv = Callable[..., subprocess.CompletedProcess[str]]  # the `openenv` fixture: runs `openenv ARGS...`
+StagedPush = Callable[[str], list[dict[str, Any]]]  # the `staged_push` fixture
 
 
 @pytest.fixture
@@ -31,14 +35,14 @@ def openenv(artifacts: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     return run
 
 
-def test_validate_static_passes(openenv):
+def test_validate_static_passes(openenv: OpenEnv) -> None:
     result = openenv("validate", "--level", "static")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "PASS  static.manifest" in result.stdout
     assert result.stdout.rstrip().endswith("Verdict: PASS")
 
 
-def test_validate_against_the_running_server_passes(openenv, live_server):
+def test_validate_against_the_running_server_passes(openenv: OpenEnv, live_server: LiveServer) -> None:
     result = openenv("validate", "--url", live_server.url)
     assert result.returncode == 0, result.stdout + result.stderr
     for check in ("openapi_version_available", "health_endpoint", "metadata_endpoint", "schema_endpoint"):
@@ -47,7 +51,7 @@ def test_validate_against_the_running_server_passes(openenv, live_server):
 
 
 @pytest.mark.docker
-def test_validate_runtime_level_in_docker(openenv, base_image):
+def test_validate_runtime_level_in_docker(openenv: OpenEnv, base_image: str) -> None:
     """The Docker runtime level builds the image, runs validation/runtime.json over /ws, and
     passes every check this openenv build implements; the rest it reports as not implemented."""
     result = openenv("validate", "--level", "runtime", timeout=1500)
@@ -71,25 +75,26 @@ def test_validate_runtime_level_in_docker(openenv, base_image):
 
 
 @pytest.fixture
-def staged_push(monkeypatch, tmp_path):
+def staged_push(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> StagedPush:
     """Run `openenv push` for real up to the Hub: the calls that would reach it are recorded,
     and the folder it would upload is kept."""
+    from huggingface_hub import HfApi
     from openenv.cli.__main__ import app
     from openenv.cli.commands import push as push_command
 
-    uploads: list[dict] = []
+    uploads: list[dict[str, Any]] = []
     monkeypatch.setattr(push_command, "whoami", lambda *a, **k: {"name": "tester"})
-    monkeypatch.setattr(push_command.HfApi, "create_repo", lambda self, **kw: uploads.append({"create": kw}))
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, **kw: uploads.append({"create": kw}))
 
-    def upload_folder(self, **kwargs):
+    def upload_folder(self: HfApi, **kwargs: Any) -> None:
         bundle = tmp_path / f"bundle-{len(uploads)}"
         shutil.copytree(kwargs["folder_path"], bundle)
         uploads.append({"upload": kwargs, "bundle": bundle})
 
-    monkeypatch.setattr(push_command.HfApi, "upload_folder", upload_folder)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
     monkeypatch.chdir(ROOT)
 
-    def run(command: str) -> list[dict]:
+    def run(command: str) -> list[dict[str, Any]]:
         uploads.clear()
         result = CliRunner().invoke(app, shlex.split(command)[1:], catch_exceptions=False)
         assert result.exit_code == 0, result.output
@@ -104,7 +109,7 @@ def _push_commands() -> list[str]:
 
 
 @pytest.mark.parametrize("command", _push_commands())
-def test_readme_push_commands_up_to_the_hub(staged_push, command):
+def test_readme_push_commands_up_to_the_hub(staged_push: StagedPush, command: str) -> None:
     create, upload = staged_push(command)
     expected_repo = "my-org/rooms" if "--repo-id my-org/rooms" in command else "tester/rooms"
     assert create["create"]["repo_id"] == expected_repo
@@ -132,7 +137,9 @@ def test_readme_push_commands_up_to_the_hub(staged_push, command):
 
 
 @pytest.mark.docker
-def test_push_bundle_builds_and_serves_the_web_interface(staged_push, base_image, tmp_path):
+def test_push_bundle_builds_and_serves_the_web_interface(
+    staged_push: StagedPush, base_image: str, tmp_path: Path
+) -> None:
     [_, upload] = staged_push("openenv push")
     bundle = upload["bundle"]
     image = "rooms-space-bundle:test"
@@ -150,7 +157,7 @@ def test_push_bundle_builds_and_serves_the_web_interface(staged_push, base_image
 
 
 @pytest.mark.docker
-def test_openenv_build_builds_the_image(openenv, base_image):
+def test_openenv_build_builds_the_image(openenv: OpenEnv, base_image: str) -> None:
     tag = "openenv-rooms:test"
     result = openenv("build", "--tag", tag, str(ROOT), timeout=1800)
     try:
@@ -160,7 +167,7 @@ def test_openenv_build_builds_the_image(openenv, base_image):
         docker("rmi", tag, check=False)
 
 
-def test_manifest_reward_range_follows_from_the_message_bound():
+def test_manifest_reward_range_follows_from_the_message_bound() -> None:
     from rooms.models import DEFAULT_MAX_MESSAGE_LENGTH
 
     manifest = yaml.safe_load((ROOT / "openenv.yaml").read_text())

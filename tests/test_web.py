@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Dialog, Page
 
 from tests.conftest import LiveServer, ServerFactory, require
 
@@ -25,14 +26,14 @@ HOSTILE_MESSAGE = "<img src=x onerror=alert(1)>"
 
 
 @pytest.fixture(scope="module")
-def web_server(tmp_path_factory) -> Iterator[LiveServer]:
+def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     factory = ServerFactory(tmp_path_factory.mktemp("web"))
     yield factory(env={"ENABLE_WEB_INTERFACE": "true"})
     factory.stop_all()
 
 
 @pytest.fixture
-def page(tmp_path):
+def page(tmp_path: Path) -> Iterator[Page]:
     require(CHROMIUM.exists(), "needs Chromium at /usr/bin/chromium: as root, `apt-get install chromium`")
     from playwright.sync_api import sync_playwright
 
@@ -44,9 +45,16 @@ def page(tmp_path):
             browser.close()
 
 
-def test_playground_resets_steps_and_shows_the_echo_as_text(page, web_server, artifacts):
+def test_playground_resets_steps_and_shows_the_echo_as_text(
+    page: Page, web_server: LiveServer, artifacts: Path
+) -> None:
     dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    def dismiss(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", dismiss)
     page.goto(f"{web_server.url}/web/", wait_until="domcontentloaded")
 
     page.get_by_role("button", name="Reset").click()
@@ -66,7 +74,7 @@ def test_playground_resets_steps_and_shows_the_echo_as_text(page, web_server, ar
     page.screenshot(path=str(artifacts / "web.png"), full_page=True)
 
 
-def test_swagger_ui_loads(page, web_server):
+def test_swagger_ui_loads(page: Page, web_server: LiveServer) -> None:
     page.goto(f"{web_server.url}/docs", wait_until="domcontentloaded")
     page.get_by_text("/step").first.wait_for(timeout=30_000)
     body = page.locator("body").inner_text()
