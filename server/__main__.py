@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
+from importlib import resources
 
 import uvicorn
 
@@ -32,6 +34,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SettingsError as error:
         raise SystemExit(f"server: {error}") from None
     args = parse_args(settings, argv)
+    # OpenEnv's /web page shows the README it finds at this path (in a container, /app/env/README.md).
+    os.environ.setdefault("ENV_README_PATH", str(resources.files("rooms").joinpath("README.md")))
     uvicorn.run(
         "rooms.server.app:app",
         host=args.host,
