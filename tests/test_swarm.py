@@ -14,15 +14,16 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 import requests
 from openenv.core.containers.runtime import DockerSwarmProvider
-
 from rooms import RoomsAction, RoomsEnv
 from rooms_bench.failover import healthy, swarm_replicas
+
 from tests.conftest import ROOT, BuiltImage, docker, require
 from tests.readme_blocks import Block, readme_blocks
 from tests.test_readme import assert_prints_what_it_promises, run_python
@@ -44,7 +45,7 @@ def wait_for(what: str, condition: Callable[[], bool], timeout: float = 180.0) -
 
 
 def swarm_state() -> str:
-    return docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
+    return str(docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout).strip()
 
 
 def swarm_block(text: str, lang: str = "bash") -> Block:
@@ -83,14 +84,24 @@ def stack(swarm: None, built_image: BuiltImage) -> Iterator[Stack]:
     command = deploy.code.replace(" rooms\n", f" {STACK}\n").replace("rooms_rooms", SERVICE)
     env = {**os.environ, "ROOMS_IMAGE": built_image.name, "ROOMS_REPLICAS": str(REPLICAS)}
     try:
-        result = subprocess.run(["bash", "-euc", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            ["bash", "-euc", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         wait_for(f"{REPLICAS} healthy replicas", lambda: len(replica_urls()) == REPLICAS)
         yield Stack(SERVICE, replica_urls())
     finally:
         docker("stack", "rm", STACK, check=False)
-        wait_for("the stack's removal", lambda: not docker("ps", "-aq", "--filter", f"label=com.docker.stack.namespace={STACK}").stdout.strip(), 60)
-        wait_for("the stack's network", lambda: docker("network", "inspect", f"{STACK}_rooms", check=False).returncode != 0, 60)
+        wait_for(
+            "the stack's removal",
+            lambda: not docker("ps", "-aq", "--filter", f"label=com.docker.stack.namespace={STACK}").stdout.strip(),
+            60,
+        )
+        wait_for(
+            "the stack's network",
+            lambda: docker("network", "inspect", f"{STACK}_rooms", check=False).returncode != 0,
+            60,
+        )
 
 
 def test_stack_file_deploys_what_it_promises(stack: Stack) -> None:
@@ -102,7 +113,10 @@ def test_stack_file_deploys_what_it_promises(stack: Stack) -> None:
     assert task["Resources"]["Limits"] == {"NanoCPUs": 1_000_000_000, "MemoryBytes": 512 * 2**20}
     assert task["RestartPolicy"]["Condition"] == "any"
     assert {k: spec["UpdateConfig"][k] for k in ("Parallelism", "Order", "FailureAction")} == {
-        "Parallelism": 1, "Order": "start-first", "FailureAction": "rollback"}
+        "Parallelism": 1,
+        "Order": "start-first",
+        "FailureAction": "rollback",
+    }
     assert [(p["TargetPort"], p["PublishMode"]) for p in spec["EndpointSpec"]["Ports"]] == [(8000, "host")]
     assert len(set(stack.urls)) == REPLICAS
 
@@ -126,15 +140,23 @@ def test_both_replicas_serve_and_the_ninth_session_is_refused(stack: Stack) -> N
 
 def test_readme_round_robin_pattern_spreads_sessions(stack: Stack) -> None:
     block = swarm_block("class RoundRobinRooms", lang="python")
-    code, replaced = re.subn(r"^BASE_URLS = .*$", f"BASE_URLS = {stack.urls!r}", block.code, count=1, flags=re.M)
+    code, replaced = re.subn(
+        r"^BASE_URLS = .*$", f"BASE_URLS = {stack.urls!r}", block.code, count=1, flags=re.MULTILINE
+    )
     assert replaced == 1
     assert_prints_what_it_promises(block, run_python(code))
 
 
 def run_failover_bench(tmp_path: Path, *args: str, timeout: float = 180) -> tuple[int, dict[str, Any], str]:
     report_path = tmp_path / "failover.json"
-    result = subprocess.run([sys.executable, "-m", "rooms_bench.failover", *args, "--json", str(report_path)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-m", "rooms_bench.failover", *args, "--json", str(report_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     return result.returncode, report, result.stdout + result.stderr
 
@@ -151,7 +173,9 @@ def test_bench_over_both_replicas_runs_clean(stack: Stack, tmp_path: Path) -> No
 
 def test_killing_a_replica_under_load_loses_only_its_sessions(stack: Stack, tmp_path: Path) -> None:
     command = shlex.split(swarm_block("--kill-at").code.replace("rooms_rooms", stack.service))
-    status, report, output = run_failover_bench(tmp_path, *command[command.index("rooms_bench.failover") + 1:], timeout=240)
+    status, report, output = run_failover_bench(
+        tmp_path, *command[command.index("rooms_bench.failover") + 1 :], timeout=240
+    )
     print(output)
     assert report["killed_url"] in stack.urls, report
     # Four sessions round-robin over two replicas: two on the one killed.
@@ -195,10 +219,18 @@ def provider_service(swarm: None, built_image: BuiltImage) -> Iterator[ProviderS
     try:
         [name] = service_names() - before
         # A task is Running only once its container is healthy; then the mesh has had its chance.
-        wait_for("the provider's replicas", lambda: len(docker(
-            "service", "ps", "-q", "--filter", "desired-state=running", name).stdout.split()) == REPLICAS and all(
-            state.startswith("Running") for state in docker(
-                "service", "ps", "--filter", "desired-state=running", "--format", "{{.CurrentState}}", name).stdout.splitlines()))
+        wait_for(
+            "the provider's replicas",
+            lambda: (
+                len(docker("service", "ps", "-q", "--filter", "desired-state=running", name).stdout.split()) == REPLICAS
+                and all(
+                    state.startswith("Running")
+                    for state in docker(
+                        "service", "ps", "--filter", "desired-state=running", "--format", "{{.CurrentState}}", name
+                    ).stdout.splitlines()
+                )
+            ),
+        )
         deadline = time.monotonic() + 15
         mesh = answers(url)
         while not mesh and time.monotonic() < deadline:
@@ -209,15 +241,20 @@ def provider_service(swarm: None, built_image: BuiltImage) -> Iterator[ProviderS
         provider.stop_container()
 
 
-def test_provider_creates_the_service_it_is_asked_for(provider_service: ProviderService, built_image: BuiltImage) -> None:
+def test_provider_creates_the_service_it_is_asked_for(
+    provider_service: ProviderService, built_image: BuiltImage
+) -> None:
     spec = json.loads(docker("service", "inspect", provider_service.name, "--format", "{{json .Spec}}").stdout)
     assert spec["TaskTemplate"]["ContainerSpec"]["Image"].startswith(built_image.name)
     assert spec["Mode"] == {"Replicated": {"Replicas": REPLICAS}}
     assert "MAX_CONCURRENT_ENVS=4" in spec["TaskTemplate"]["ContainerSpec"]["Env"]
     port = int(provider_service.url.rsplit(":", 1)[1])
     assert [(p["TargetPort"], p["PublishedPort"], p["PublishMode"]) for p in spec["EndpointSpec"]["Ports"]] == [
-        (8000, port, "ingress")]
-    containers = docker("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={provider_service.name}").stdout.split()
+        (8000, port, "ingress")
+    ]
+    containers = docker(
+        "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={provider_service.name}"
+    ).stdout.split()
     health = docker("inspect", "--format", "{{.State.Health.Status}}", *containers).stdout.split()
     assert health == ["healthy"] * REPLICAS
 

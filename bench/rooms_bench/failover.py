@@ -14,20 +14,21 @@ replica, every failed session recovered, and (with a kill) the replicas came bac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import requests
 from rich.console import Console
 from rich.table import Table
-
 from rooms import RoomsAction, RoomsEnv
 from rooms.client import RoomsSyncEnv
 from websockets.exceptions import ConnectionClosed
@@ -74,10 +75,9 @@ class RoundRobin:
 
 
 def close_quietly(env: RoomsSyncEnv) -> None:
-    try:
+    """Close a session whose replica may be gone: then there is nothing left to close."""
+    with contextlib.suppress(*REPLICA_GONE, OSError):
         env.close()
-    except Exception:  # the replica may be gone: nothing left to close
-        pass
 
 
 def open_session(pool: RoundRobin) -> tuple[RoomsSyncEnv, str]:
@@ -122,11 +122,11 @@ class Tally:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def load_thread(pool: RoundRobin, tally: Tally, until: "Until", message: str, think_s: float) -> None:
+def load_thread(pool: RoundRobin, tally: Tally, until: Until, message: str, think_s: float) -> None:
     """Step one session at a time until told to stop, moving to another replica when one fails."""
-    env: Optional[RoomsSyncEnv] = None
+    env: RoomsSyncEnv | None = None
     url = ""
-    failed_at: Optional[float] = None
+    failed_at: float | None = None
     steps: Counter[str] = Counter()
     action = RoomsAction(message=message)
     while not until.done():
@@ -140,7 +140,7 @@ def load_thread(pool: RoundRobin, tally: Tally, until: "Until", message: str, th
                 continue
         try:
             env.step(action)
-        except Exception as error:  # every kind is counted and reported; only REPLICA_GONE is expected
+        except Exception as error:  # noqa: BLE001 - every kind is counted and reported; REPLICA_GONE is expected
             with tally.lock:
                 tally.errors[(url, type(error).__name__)] += 1
             close_quietly(env)
@@ -176,7 +176,9 @@ def swarm_replicas(service: str, host: str = "127.0.0.1") -> dict[str, str]:
     for line in docker("inspect", "--format", "{{json .Status}}", *task_ids).splitlines():
         status = json.loads(line)
         ports = (status.get("PortStatus") or {}).get("Ports") or []
-        published = [p["PublishedPort"] for p in ports if p.get("TargetPort") == 8000 and p.get("PublishMode") == "host"]
+        published = [
+            p["PublishedPort"] for p in ports if p.get("TargetPort") == 8000 and p.get("PublishMode") == "host"
+        ]
         container = (status.get("ContainerStatus") or {}).get("ContainerID")
         if status.get("State") == "running" and published and container:
             replicas[container] = f"http://{host}:{published[0]}"
@@ -197,8 +199,8 @@ class SwarmWatch:
     service: str
     pool: RoundRobin
     expected: int
-    killed_at: Optional[float] = None
-    back_at: Optional[float] = None
+    killed_at: float | None = None
+    back_at: float | None = None
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
@@ -222,14 +224,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sessions", type=int, default=8, help="concurrent sessions (default 8)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load (default 20)")
     parser.add_argument("--kill-at", type=float, help="docker kill one replica this many seconds in (--swarm-service)")
-    parser.add_argument("--stop-when-recovered", action="store_true",
-                        help="with --kill-at: end the load a second after the replica count is back")
-    parser.add_argument("--think", type=float, default=0.0, help="seconds between a reply and the next step (default 0)")
+    parser.add_argument(
+        "--stop-when-recovered",
+        action="store_true",
+        help="with --kill-at: end the load a second after the replica count is back",
+    )
+    parser.add_argument(
+        "--think", type=float, default=0.0, help="seconds between a reply and the next step (default 0)"
+    )
     parser.add_argument("--message-size", type=int, default=13, help="message size in bytes (default 13)")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
 
 
-def argument_problem(args: argparse.Namespace) -> Optional[str]:
+def argument_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with the arguments, if anything."""
     if bool(args.url) == bool(args.swarm_service):
         return "give either --url (one or more) or --swarm-service"
@@ -258,7 +265,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     until = Until(started + args.duration)
     threads = [
-        threading.Thread(target=load_thread, args=(pool, tally, until, "x" * args.message_size, args.think), daemon=True)
+        threading.Thread(
+            target=load_thread, args=(pool, tally, until, "x" * args.message_size, args.think), daemon=True
+        )
         for _ in range(args.sessions)
     ]
     if watch is not None:
@@ -287,9 +296,17 @@ def run(args: argparse.Namespace) -> int:
     return 0 if report["clean"] else 1
 
 
-def summarize(args: argparse.Namespace, pool: RoundRobin, tally: Tally, seconds: float,
-              killed_url: Optional[str], watch: Optional[SwarmWatch]) -> dict[str, Any]:
-    errors = [{"url": url, "kind": kind, "count": n} for (url, kind), n in sorted(tally.errors.items())]
+def summarize(
+    args: argparse.Namespace,
+    pool: RoundRobin,
+    tally: Tally,
+    seconds: float,
+    killed_url: str | None,
+    watch: SwarmWatch | None,
+) -> dict[str, Any]:
+    errors: list[dict[str, Any]] = [
+        {"url": url, "kind": kind, "count": n} for (url, kind), n in sorted(tally.errors.items())
+    ]
     elsewhere = sum(e["count"] for e in errors if e["url"] != killed_url)
     expected_kinds = {kind.__name__ for kind in REPLICA_GONE} | {"ConnectionClosedError", "ConnectionClosedOK"}
     unexpected = sum(e["count"] for e in errors if e["kind"] not in expected_kinds)
@@ -334,7 +351,10 @@ def print_report(report: dict[str, Any]) -> None:
         ("errors other than a lost connection", report["errors_of_unexpected_kind"]),
         ("failed sessions stepping again elsewhere", report["sessions_recovered"]),
         ("failed sessions never recovered", report["sessions_unrecovered"]),
-        ("session recovery, median / max s", f"{report['session_recovery_median_s']} / {report['session_recovery_max_s']}"),
+        (
+            "session recovery, median / max s",
+            f"{report['session_recovery_median_s']} / {report['session_recovery_max_s']}",
+        ),
         ("opens refused by every replica", report["refused_opens"]),
         ("replica count back after s", report["replica_back_s"]),
         ("result", "clean" if report["clean"] else "NOT CLEAN"),
@@ -344,7 +364,7 @@ def print_report(report: dict[str, Any]) -> None:
     Console().print(table)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rooms-bench failover", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
