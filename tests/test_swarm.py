@@ -61,11 +61,14 @@ def swarm(docker_available: None) -> Iterator[None]:
         yield
         return
     require(state == "inactive", f"needs a Docker engine that can start a swarm (its swarm state: {state})")
+    had_gateway_bridge = docker("network", "inspect", "docker_gwbridge", check=False).returncode == 0
     docker("swarm", "init", "--advertise-addr", "127.0.0.1")
     try:
         yield
     finally:
         docker("swarm", "leave", "--force", check=False)
+        if not had_gateway_bridge:  # the bridge Docker adds for a swarm's containers
+            docker("network", "rm", "docker_gwbridge", check=False)
 
 
 class Stack(NamedTuple):
