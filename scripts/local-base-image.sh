@@ -11,7 +11,7 @@
 # a Docker engine. Usage: scripts/local-base-image.sh [TAG]
 set -euo pipefail
 
-tag="${1:-ghcr.io/meta-pytorch/openenv-base:latest}"
+tag="${1:-ghcr.io/huggingface/openenv-base:latest}"
 suite="${SUITE:-$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")}"
 mirror="${MIRROR:-$(apt-get indextargets --format '$(REPO_URI)' 2>/dev/null | grep -v security | head -n 1)}"
 mirror="${mirror:-http://deb.debian.org/debian/}"

@@ -14,16 +14,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
 
 from rooms import RoomsAction, RoomsEnv
-from rooms_bench.cli import start_rooms
+from rooms_bench.harness import LiveServer, start_server
 
 
-async def soak(url: str, total_steps: int, sessions: int, churn_every: int, on_warm) -> tuple[int, Counter]:
+async def soak(
+    url: str, total_steps: int, sessions: int, churn_every: int, on_warm: Callable[[], None]
+) -> tuple[int, Counter[str]]:
     done = 0
-    errors: Counter = Counter()
+    errors: Counter[str] = Counter()
     warm = asyncio.Event()
     messages = [RoomsAction(message="soak " * n) for n in range(32)]
 
@@ -43,7 +48,7 @@ async def soak(url: str, total_steps: int, sessions: int, churn_every: int, on_w
                         if done >= sessions * churn_every and not warm.is_set():
                             warm.set()
                             on_warm()
-            except Exception as exc:  # noqa: BLE001 - counted, the soak goes on
+            except Exception as exc:  # counted; the soak goes on with a new session
                 errors[type(exc).__name__] += 1
                 await asyncio.sleep(0.1)
 
@@ -53,7 +58,7 @@ async def soak(url: str, total_steps: int, sessions: int, churn_every: int, on_w
     return done, errors
 
 
-async def report_progress(done, total: int) -> None:
+async def report_progress(done: Callable[[], int], total: int) -> None:
     started = time.monotonic()
     while True:
         await asyncio.sleep(10)
@@ -61,34 +66,52 @@ async def report_progress(done, total: int) -> None:
         print(f"  {done():>9,} / {total:,} steps, {done() / elapsed:,.0f} steps/s", flush=True)
 
 
+def resident_kb(server: LiveServer) -> int:
+    """The server's resident memory in KiB; the soak stops if the server has exited."""
+    kb = server.rss_kb()
+    if kb is None:
+        raise SystemExit(f"the server has exited; its log:\n{server.log()}")
+    return kb
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=1_000_000)
     parser.add_argument("--sessions", type=int, default=64)
     parser.add_argument("--churn-every", type=int, default=2000)
     args = parser.parse_args()
 
-    server = start_rooms(args.sessions)
-    rss = {"start": server.rss_kb()}
+    log_dir = Path(tempfile.mkdtemp(prefix="rooms-soak-"))
+    server = start_server(log_dir, env={"MAX_CONCURRENT_ENVS": str(max(64, args.sessions))})
+    print(f"server log: {server.log_path}", flush=True)
+    rss = {"start": resident_kb(server)}
     print(f"server RSS at start: {rss['start'] / 1024:.1f} MiB", flush=True)
 
     def on_warm() -> None:
-        rss["warm"] = server.rss_kb()
-        print(f"server RSS warm (after {args.sessions * args.churn_every:,} steps): {rss['warm'] / 1024:.1f} MiB", flush=True)
+        rss["warm"] = resident_kb(server)
+        print(
+            f"server RSS warm (after {args.sessions * args.churn_every:,} steps): {rss['warm'] / 1024:.1f} MiB",
+            flush=True,
+        )
 
     started = time.monotonic()
     try:
         done, errors = asyncio.run(soak(server.url, args.steps, args.sessions, args.churn_every, on_warm))
-        rss["end"] = server.rss_kb()
+        rss["end"] = resident_kb(server)
     finally:
         server.stop()
     seconds = time.monotonic() - started
     sessions_opened = args.sessions * -(-args.steps // (args.sessions * args.churn_every))
-    growth = (rss["end"] - rss["warm"]) / rss["warm"] * 100
-    print(f"steps: {done:,} in {seconds:.0f} s ({done / seconds:,.0f} steps/s), {args.sessions} concurrent sessions, "
-          f"about {sessions_opened:,} sessions opened and closed")
-    print(f"server RSS at end: {rss['end'] / 1024:.1f} MiB; growth from warm: {growth:+.1f} %; "
-          f"from start: {(rss['end'] - rss['start']) / rss['start'] * 100:+.1f} %")
+    warm = rss.get("warm", rss["start"])  # fewer steps than one round of sessions: no warm point
+    growth = (rss["end"] - warm) / warm * 100
+    print(
+        f"steps: {done:,} in {seconds:.0f} s ({done / seconds:,.0f} steps/s), {args.sessions} concurrent sessions, "
+        f"about {sessions_opened:,} sessions opened and closed"
+    )
+    print(
+        f"server RSS at end: {rss['end'] / 1024:.1f} MiB; growth from warm: {growth:+.1f} %; "
+        f"from start: {(rss['end'] - rss['start']) / rss['start'] * 100:+.1f} %"
+    )
     print(f"errors: {sum(errors.values())} {dict(errors) if errors else ''}")
     ok = growth < 10 and not errors and done >= args.steps
     print("goal (growth < 10 %, zero errors):", "met" if ok else "NOT met")

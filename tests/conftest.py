@@ -1,72 +1,54 @@
-"""Shared fixtures: live Rooms servers on free ports, started as real processes."""
+"""Shared helpers and fixtures of the Rooms test suite.
+
+Live servers come from rooms_bench's harness; its pytest plugin provides the `server_factory`,
+`live_server` and `base_url` fixtures.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence, Union
+from typing import Any
 
 import pytest
-import requests
+
+from rooms_bench.harness import LiveServer, ServerFactory, console_script, free_port, start_server, wait_until_healthy
+
+__all__ = [
+    "ROOT", "LiveServer", "ServerFactory", "console_script", "free_port", "require", "start_server",
+    "wait_until_healthy", "websockets_server",
+]  # fmt: skip
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where tests keep what a person may want to look at afterwards (tool reports, screenshots, figures).
 
-
-@dataclass
-class LiveServer:
-    """A server process, its address, and its log."""
-
-    process: subprocess.Popen
-    port: int
-    log_path: Path
-    stopped: bool = field(default=False)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
-        """Signal the whole process group; return the exit code."""
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                pass
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            return self.process.wait()
-        finally:
-            self.stopped = True
+    `$ROOMS_TEST_ARTIFACTS` if set (it must be outside the checkout), else a temporary directory.
+    """
+    configured = os.environ.get("ROOMS_TEST_ARTIFACTS")
+    if not configured:
+        return tmp_path_factory.mktemp("artifacts")
+    path = Path(configured).resolve()
+    if path.is_relative_to(ROOT):
+        raise pytest.UsageError(f"ROOMS_TEST_ARTIFACTS={configured} is inside the checkout; tests write outside it")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @contextmanager
-def websockets_server(handler: Callable, port: int, **options: Any) -> Iterator[None]:
+def websockets_server(handler: Callable[..., Any], port: int, **options: Any) -> Iterator[None]:
     """Serve `handler` on 127.0.0.1:`port` with websockets' asyncio server, in a background thread."""
     from websockets.asyncio.server import serve
 
@@ -88,88 +70,6 @@ def websockets_server(handler: Callable, port: int, **options: Any) -> Iterator[
         thread.join(10)
 
 
-def wait_until_healthy(
-    url: str, process: Optional[subprocess.Popen] = None, timeout: float = 90.0, verify: Union[bool, str] = True
-) -> None:
-    """Poll `/health` until it answers 200, failing early if the server's process dies."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"server exited with code {process.returncode} before answering")
-        try:
-            if requests.get(f"{url}/health", timeout=1, verify=verify).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url}/health did not answer within {timeout}s")
-
-
-def start_server(
-    tmp_dir: Path,
-    command: Optional[Sequence[str]] = None,
-    env: Optional[dict[str, str]] = None,
-    port: Optional[int] = None,
-    wait: bool = True,
-) -> LiveServer:
-    """Start a server process (default: `python -m rooms.server.app`) on a free port."""
-    port = port or free_port()
-    command = list(command or [sys.executable, "-m", "rooms.server.app", "--host", "127.0.0.1", "--port", str(port)])
-    log_path = tmp_dir / f"server-{port}-{time.monotonic_ns()}.log"
-    process_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=process_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    server = LiveServer(process=process, port=port, log_path=log_path)
-    if wait:
-        try:
-            wait_until_healthy(server.url, process)
-        except Exception:
-            server.stop(signal.SIGKILL)
-            raise RuntimeError(f"server did not start: {command}\n{server.log()}")
-    return server
-
-
-class ServerFactory:
-    """Starts servers for a test and stops every one of them afterwards."""
-
-    def __init__(self, tmp_dir: Path):
-        self.tmp_dir = tmp_dir
-        self.servers: list[LiveServer] = []
-
-    def __call__(self, **kwargs) -> LiveServer:
-        server = start_server(self.tmp_dir, **kwargs)
-        self.servers.append(server)
-        return server
-
-    def stop_all(self) -> None:
-        for server in self.servers:
-            if not server.stopped:
-                server.stop(signal.SIGKILL)
-
-
-@pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
-    """Start servers with custom commands or settings; all are stopped after the test."""
-    factory = ServerFactory(tmp_path)
-    yield factory
-    factory.stop_all()
-
-
-@pytest.fixture(scope="session")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """One default server (`MAX_CONCURRENT_ENVS` at its default) shared by the session."""
-    factory = ServerFactory(tmp_path_factory.mktemp("live-server"))
-    yield factory()
-    factory.stop_all()
-
-
-@pytest.fixture
-def base_url(live_server: LiveServer) -> str:
-    return live_server.url
-
-
 # --- optional tools: skipped with a reason on a laptop, required in CI ------------------
 
 
@@ -189,14 +89,14 @@ def docker_engine_running() -> bool:
         return False
 
 
-def docker(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+def docker(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
 
 
-BASE_IMAGE = "ghcr.io/meta-pytorch/openenv-base:latest"
+BASE_IMAGE = "ghcr.io/huggingface/openenv-base:latest"
 IMAGE = "rooms-env:latest"
 
 
@@ -213,7 +113,7 @@ def docker_available() -> None:
 
 
 @pytest.fixture(scope="session")
-def base_image(docker_available) -> str:
+def base_image(docker_available: None) -> str:
     """OpenEnv's base image: pulled if a registry answers, else built offline by the README's recipe."""
     if docker("image", "inspect", BASE_IMAGE, check=False).returncode == 0:
         return BASE_IMAGE
@@ -236,7 +136,7 @@ def base_image(docker_available) -> str:
 
 
 @pytest.fixture(scope="session")
-def built_image(base_image) -> BuiltImage:
+def built_image(base_image: str) -> BuiltImage:
     """`rooms-env:latest`, built by the README's own `docker build` command."""
     from tests.readme_blocks import readme_blocks
 

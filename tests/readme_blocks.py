@@ -7,6 +7,8 @@ Printed results the README documents as trailing `# comments` are checked too.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 
 from tests.conftest import ROOT
@@ -28,7 +30,9 @@ KINDS = {
     "the DockerSwarmProvider block where the mesh answers",
 }
 
-_MARKED_BLOCK = re.compile(r"<!-- readme-test: (?P<kind>[\w-]+) -->\n```(?P<lang>\w*)\n(?P<code>.*?)^```\n", re.S | re.M)
+_MARKED_BLOCK = re.compile(
+    r"<!-- readme-test: (?P<kind>[\w-]+) -->\n```(?P<lang>\w*)\n(?P<code>.*?)^```\n", re.S | re.M
+)
 _FENCE_OPENING = re.compile(r"^```\w*\n(?:.*?)^```\n", re.S | re.M)
 
 
@@ -44,7 +48,7 @@ class Block:
     def id(self) -> str:
         return f"{self.kind}-line{self.line}"
 
-    def expected_output(self) -> list[re.Pattern]:
+    def expected_output(self) -> list[re.Pattern[str]]:
         """Patterns for what the block's `print(...)  # shown` lines and trailing comments promise."""
         promised: list[str] = []
         lines = self.code.rstrip("\n").splitlines()
@@ -75,3 +79,34 @@ def readme_blocks(kind: str | None = None) -> list[Block]:
 
 def fence_count() -> int:
     return len(_FENCE_OPENING.findall(readme_text()))
+
+
+def run_python(code: str, timeout: float = 180) -> str:
+    """Run `code` with this interpreter from the project root; it must exit 0. Returns its stdout."""
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"block failed:\n{code}\n--- stderr ---\n{result.stderr}"
+    return result.stdout
+
+
+def assert_prints_what_it_promises(block: Block, stdout: str) -> None:
+    for pattern in block.expected_output():
+        assert any(pattern.fullmatch(line) for line in stdout.splitlines()), (
+            f"README promises a line matching {pattern.pattern!r}; the block printed:\n{stdout}"
+        )
+
+
+def layout_paths(block: Block) -> list[str]:
+    """The paths a `layout` block's tree lists, relative to the project root (directories end in /)."""
+    parents: list[str] = []
+    paths = []
+    for line in block.code.splitlines()[1:]:
+        match = re.match(r"^([│ ]*)[├└]── (\S+)", line)
+        if not match:
+            continue
+        depth = len(match[1]) // 4
+        parents = parents[:depth]
+        name = match[2]
+        paths.append("".join(parents) + name)
+        if name.endswith("/"):
+            parents.append(name)
+    return paths

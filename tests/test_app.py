@@ -1,45 +1,50 @@
 """The server app over real HTTP and WebSocket, and the ways to start it."""
 
+import html
 import json
 import sys
+from typing import Any
 
 import pytest
 import requests
-from websockets.sync.client import connect
+from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, LiveServer, ServerFactory, console_script, free_port
 
 
-def ws_exchange(ws, message) -> dict:
+def ws_exchange(ws: ClientConnection, message: str | dict[str, Any]) -> dict[str, Any]:
     ws.send(message if isinstance(message, str) else json.dumps(message))
-    return json.loads(ws.recv(timeout=10))
+    answer: dict[str, Any] = json.loads(ws.recv(timeout=10))
+    return answer
 
 
 @pytest.mark.parametrize("path", ["/health", "/schema", "/metadata", "/state", "/docs", "/openapi.json"])
-def test_get_endpoints_answer(base_url, path):
+def test_get_endpoints_answer(base_url: str, path: str) -> None:
     assert requests.get(base_url + path, timeout=10).status_code == 200
 
 
-def test_health(base_url):
+def test_health(base_url: str) -> None:
     assert requests.get(f"{base_url}/health").json() == {"status": "healthy"}
 
 
-def test_metadata_describes_rooms(base_url):
+def test_metadata_describes_rooms(base_url: str) -> None:
     meta = requests.get(f"{base_url}/metadata").json()
     assert meta["name"] == "Rooms"
     assert meta["version"] == "0.1.0"
     assert meta["readme_content"] == (ROOT / "README.md").read_text(encoding="utf-8")
 
 
-def test_schema_publishes_the_models(base_url):
+def test_schema_publishes_the_models(base_url: str) -> None:
     schema = requests.get(f"{base_url}/schema").json()
     assert schema["action"]["required"] == ["message"]
     assert schema["action"]["properties"]["message"]["maxLength"] == 1_048_576
-    assert {"echoed_message", "message_length", "reward", "done", "metadata"} <= set(schema["observation"]["properties"])
+    assert {"echoed_message", "message_length", "reward", "done", "metadata"} <= set(
+        schema["observation"]["properties"]
+    )
     assert {"episode_id", "step_count"} <= set(schema["state"]["properties"])
 
 
-def test_http_reset_and_step(base_url):
+def test_http_reset_and_step(base_url: str) -> None:
     reset = requests.post(f"{base_url}/reset", json={}).json()
     assert reset["observation"]["echoed_message"] == "Rooms environment ready!"
     assert (reset["reward"], reset["done"]) == (0.0, False)
@@ -59,13 +64,13 @@ def test_http_reset_and_step(base_url):
         ({}, "Field required"),
     ],
 )
-def test_http_step_rejects_bad_actions_with_details(base_url, body, problem):
+def test_http_step_rejects_bad_actions_with_details(base_url: str, body: dict[str, Any], problem: str) -> None:
     response = requests.post(f"{base_url}/step", json=body)
     assert response.status_code == 422
     assert problem in response.text
 
 
-def test_ws_session_keeps_its_episode(live_server):
+def test_ws_session_keeps_its_episode(live_server: LiveServer) -> None:
     with connect(live_server.ws_url) as ws:
         assert ws_exchange(ws, {"type": "reset", "data": {"episode_id": "ws-1"}})["type"] == "observation"
         step = ws_exchange(ws, {"type": "step", "data": {"message": "Hello, World!"}})
@@ -84,7 +89,9 @@ def test_ws_session_keeps_its_episode(live_server):
         ({"type": "step", "data": {"message": "x", "extra": 1}}, "VALIDATION_ERROR", "Invalid message"),
     ],
 )
-def test_ws_bad_frames_get_typed_errors_and_the_session_goes_on(live_server, frame, code, says):
+def test_ws_bad_frames_get_typed_errors_and_the_session_goes_on(
+    live_server: LiveServer, frame: str | dict[str, Any], code: str, says: str
+) -> None:
     with connect(live_server.ws_url) as ws:
         ws_exchange(ws, {"type": "reset", "data": {"episode_id": "before"}})
         error = ws_exchange(ws, frame)
@@ -94,13 +101,13 @@ def test_ws_bad_frames_get_typed_errors_and_the_session_goes_on(live_server, fra
         assert ws_exchange(ws, {"type": "state"})["data"] == {"episode_id": "before", "step_count": 0}
 
 
-def test_bad_max_concurrent_envs_stops_the_server_naming_the_variable(server_factory):
+def test_bad_max_concurrent_envs_stops_the_server_naming_the_variable(server_factory: ServerFactory) -> None:
     server = server_factory(env={"MAX_CONCURRENT_ENVS": "lots"}, wait=False)
     assert server.process.wait(timeout=60) != 0
     assert "MAX_CONCURRENT_ENVS must be a positive int, got 'lots'" in server.log()
 
 
-def test_capacity_error_names_the_limit(server_factory):
+def test_capacity_error_names_the_limit(server_factory: ServerFactory) -> None:
     server = server_factory(env={"MAX_CONCURRENT_ENVS": "2"})
     with connect(server.ws_url) as first, connect(server.ws_url) as second:
         for ws in (first, second):
@@ -112,19 +119,43 @@ def test_capacity_error_names_the_limit(server_factory):
 
 
 def _start_commands(port: int) -> dict[str, list[str]]:
-    venv_bin = ROOT / ".venv" / "bin"
     return {
         "uv run server": ["uv", "run", "server", "--host", "127.0.0.1", "--port", str(port)],
-        "uv run --project . server": ["uv", "run", "--project", ".", "server", "--host", "127.0.0.1", "--port", str(port)],
+        "uv run --project . server": [
+            "uv",
+            "run",
+            "--project",
+            ".",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         "python -m server.app": [sys.executable, "-m", "server.app", "--host", "127.0.0.1", "--port", str(port)],
-        "python -m rooms.server.app": [sys.executable, "-m", "rooms.server.app", "--host", "127.0.0.1", "--port", str(port)],
-        "uvicorn server.app:app": [str(venv_bin / "uvicorn"), "server.app:app", "--host", "127.0.0.1", "--port", str(port)],
-        "server --workers 2": [str(venv_bin / "server"), "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+        "python -m rooms.server.app": [
+            sys.executable,
+            "-m",
+            "rooms.server.app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        "uvicorn server.app:app": [
+            console_script("uvicorn"),
+            "server.app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        "server --workers 2": [console_script("server"), "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
     }
 
 
 @pytest.mark.parametrize("name", list(_start_commands(0)))
-def test_every_documented_way_to_start_the_server_serves_rooms(server_factory, name):
+def test_every_documented_way_to_start_the_server_serves_rooms(server_factory: ServerFactory, name: str) -> None:
     port = free_port()
     server = server_factory(command=_start_commands(port)[name], port=port)
     assert requests.get(f"{server.url}/metadata").json()["name"] == "Rooms"
@@ -132,28 +163,35 @@ def test_every_documented_way_to_start_the_server_serves_rooms(server_factory, n
         assert ws_exchange(ws, {"type": "step", "data": {"message": "Hi"}})["data"]["reward"] == 0.2
 
 
-def test_server_help_lists_the_options():
+def test_server_help_lists_the_options() -> None:
     import subprocess
 
-    result = subprocess.run([str(ROOT / ".venv" / "bin" / "server"), "--help"], capture_output=True, text=True)
+    result = subprocess.run([console_script("server"), "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     for option in ("--host", "--port", "--workers", "--reload"):
         assert option in result.stdout
 
 
-def test_web_interface_is_served_when_enabled(server_factory):
+def test_web_interface_is_served_when_enabled(server_factory: ServerFactory) -> None:
     server = server_factory(env={"ENABLE_WEB_INTERFACE": "true"})
     page = requests.get(f"{server.url}/web/", timeout=30)
     assert page.status_code == 200
     assert "gradio" in page.text.lower()
     assert requests.get(f"{server.url}/health").status_code == 200
+    # The page's header: the environment's name and its one-line description, as /metadata gives them.
+    metadata = requests.get(f"{server.url}/metadata", timeout=30).json()
+    config = requests.get(f"{server.url}/web/config", timeout=30).json()
+    values = [component.get("props", {}).get("value") for component in config["components"]]
+    [header] = [value for value in values if isinstance(value, str) and 'class="oe-header"' in value]
+    assert f"<h1>{html.escape(metadata['name'])}</h1><p>{html.escape(metadata['description'])}</p>" in header
 
 
-def test_web_interface_is_off_by_default(base_url):
+def test_web_interface_is_off_by_default(base_url: str) -> None:
     assert requests.get(f"{base_url}/web/").status_code == 404
 
 
-def test_server_script_does_not_compress_websocket_frames(live_server):
+def test_server_script_does_not_compress_websocket_frames(live_server: LiveServer) -> None:
     with connect(live_server.ws_url) as ws:  # the client offers permessage-deflate
+        assert ws.response is not None
         assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
         assert ws_exchange(ws, {"type": "step", "data": {"message": "plain"}})["data"]["reward"] == 0.5

@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 import requests
 from websockets.sync.client import connect
 
-from tests.conftest import ROOT, docker, free_port, wait_until_healthy
-from tests.readme_blocks import Block, readme_blocks
-from tests.test_readme import assert_prints_what_it_promises, run_python
+from tests.conftest import BASE_IMAGE, ROOT, BuiltImage, console_script, docker, free_port, wait_until_healthy
+from tests.readme_blocks import Block, assert_prints_what_it_promises, readme_blocks, run_python
 
-ARTIFACTS = ROOT / "test-artifacts"
+pytestmark = pytest.mark.docker
 
 
 def containers_of(image: str) -> set[str]:
@@ -28,7 +29,7 @@ def docker_block(text: str) -> Block:
 
 
 @pytest.fixture
-def container(built_image):
+def container(built_image: BuiltImage) -> Iterator[tuple[str, str]]:
     """A detached container of the image on a free port."""
     port = free_port()
     name = f"rooms-test-{port}"
@@ -40,24 +41,34 @@ def container(built_image):
         docker("rm", "-f", name, check=False)
 
 
-def test_image_is_built_by_the_readme_command(built_image):
-    ARTIFACTS.mkdir(exist_ok=True)
-    figures = {"image": built_image.name, "size_mb": round(built_image.size_bytes / 1e6), "build_seconds": round(built_image.build_seconds)}
-    (ARTIFACTS / "docker-image.json").write_text(json.dumps(figures, indent=2))
+def test_image_is_built_by_the_readme_command(built_image: BuiltImage, artifacts: Path) -> None:
+    figures = {
+        "image": built_image.name,
+        "size_mb": round(built_image.size_bytes / 1e6),
+        "build_seconds": round(built_image.build_seconds),
+    }
+    (artifacts / "docker-image.json").write_text(json.dumps(figures, indent=2))
     print(f"\n{figures}")
     assert built_image.size_bytes < 800e6, figures
 
 
-def test_virtual_environment_is_shipped_once(built_image):
+def test_virtual_environment_is_shipped_once(built_image: BuiltImage) -> None:
     listing = docker("run", "--rm", built_image.name, "sh", "-c", "ls -d /app/.venv /app/env/.venv 2>&1 || true").stdout
     assert "/app/.venv" in listing and "cannot access '/app/env/.venv'" in listing
-    layers = [int(size) for size in docker("history", "--no-trunc", "--format", "{{.Size}}", "--human=false", built_image.name).stdout.split()]
-    base_layers = [int(s) for s in docker("history", "--format", "{{.Size}}", "--human=false", "ghcr.io/meta-pytorch/openenv-base:latest").stdout.split()]
+    layers = [
+        int(size)
+        for size in docker(
+            "history", "--no-trunc", "--format", "{{.Size}}", "--human=false", built_image.name
+        ).stdout.split()
+    ]
+    base_layers = [
+        int(s) for s in docker("history", "--format", "{{.Size}}", "--human=false", BASE_IMAGE).stdout.split()
+    ]
     big_layers_added = [size for size in layers[: len(layers) - len(base_layers)] if size > 50e6]
     assert len(big_layers_added) == 1, layers
 
 
-def test_container_answers_and_reports_healthy(container):
+def test_container_answers_and_reports_healthy(container: tuple[str, str]) -> None:
     name, url = container
     assert requests.get(f"{url}/health").json() == {"status": "healthy"}
     assert requests.post(f"{url}/step", json={"action": {"message": "Hi"}}).json()["reward"] == 0.2
@@ -72,7 +83,7 @@ def test_container_answers_and_reports_healthy(container):
 
 
 @pytest.mark.parametrize("text", ["roomsenv = RoomsEnv.from_docker_image", "asyncio.run(main())"])
-def test_readme_from_docker_image_blocks_run_as_written(built_image, text):
+def test_readme_from_docker_image_blocks_run_as_written(built_image: BuiltImage, text: str) -> None:
     block = docker_block(text)
     before = containers_of(built_image.name)
     stdout = run_python(block.code, timeout=600)
@@ -82,7 +93,7 @@ def test_readme_from_docker_image_blocks_run_as_written(built_image, text):
     assert containers_of(built_image.name) == before, "close() must remove the container it started"
 
 
-def test_readme_docker_run_block_honours_settings(built_image):
+def test_readme_docker_run_block_honours_settings(built_image: BuiltImage) -> None:
     block = docker_block("docker run")
     port = free_port()
     name = f"rooms-run-{port}"
@@ -107,7 +118,7 @@ def test_readme_docker_run_block_honours_settings(built_image):
         process.wait(timeout=30)
 
 
-def test_readme_hub_block_up_to_the_network(built_image):
+def test_readme_hub_block_up_to_the_network(built_image: BuiltImage) -> None:
     """`from_hub` as written: the Space's registry image is stood in for by a local tag,
     and the uv form runs this checkout instead of cloning the Space's repository."""
     [block] = [b for b in readme_blocks("hub") if b.lang == "python"]
@@ -115,7 +126,7 @@ def test_readme_hub_block_up_to_the_network(built_image):
     docker("tag", built_image.name, hub_image)
     try:
         before = containers_of(hub_image)
-        code = block.code.replace('use_docker=False)', f'use_docker=False, project_path="{ROOT}")')
+        code = block.code.replace("use_docker=False)", f'use_docker=False, project_path="{ROOT}")')
         assert code != block.code
         assert_prints_what_it_promises(block, run_python(code, timeout=600))
         assert containers_of(hub_image) == before
@@ -123,12 +134,12 @@ def test_readme_hub_block_up_to_the_network(built_image):
         docker("rmi", hub_image, check=False)
 
 
-def test_openenv_validate_against_the_running_container_passes(container):
+def test_openenv_validate_against_the_running_container_passes(container: tuple[str, str], artifacts: Path) -> None:
     _, url = container
-    result = subprocess.run([str(ROOT / ".venv" / "bin" / "openenv"), "validate", "--url", url],
-                            capture_output=True, text=True, timeout=120)
-    ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "openenv-validate-url-container.txt").write_text(result.stdout + result.stderr)
+    result = subprocess.run(
+        [console_script("openenv"), "validate", "--url", url], capture_output=True, text=True, timeout=120
+    )
+    (artifacts / "openenv-validate-url-container.txt").write_text(result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.rstrip().endswith("Verdict: PASS")
     assert "FAIL" not in result.stdout

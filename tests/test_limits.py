@@ -8,24 +8,26 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 from websockets.exceptions import ConnectionClosedError
-from websockets.sync.client import connect
+from websockets.sync.client import ClientConnection, connect
 
 from rooms import RoomsAction, RoomsEnv
-from rooms.client import DIRECT_CONNECTION
 from rooms.server.limits import MAX_PAYLOAD_BYTES, frame_problem
-from tests.conftest import ROOT
+from tests.conftest import ROOT, LiveServer, ServerFactory, console_script
 
 MIB = 1024 * 1024
 
 
-def exchange(ws, frame) -> dict:
+def exchange(ws: ClientConnection, frame: str | bytes) -> dict[str, Any]:
     ws.send(frame)
-    return json.loads(ws.recv(timeout=10))
+    answer: dict[str, Any] = json.loads(ws.recv(timeout=10))
+    return answer
 
 
 def rss_kb(pid: int, field: str = "VmHWM") -> int:
@@ -54,7 +56,9 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize("frame, code, says", MALFORMED, ids=[repr(f)[:30] for f, _, _ in MALFORMED])
-def test_malformed_ws_frames_get_a_typed_error_and_nothing_is_lost(live_server, frame, code, says):
+def test_malformed_ws_frames_get_a_typed_error_and_nothing_is_lost(
+    live_server: LiveServer, frame: str | bytes, code: str, says: str
+) -> None:
     with connect(live_server.ws_url) as bystander, connect(live_server.ws_url) as ws:
         exchange(bystander, json.dumps({"type": "reset", "data": {"episode_id": "bystander"}}))
         exchange(ws, json.dumps({"type": "reset", "data": {"episode_id": "victim"}}))
@@ -69,22 +73,29 @@ def test_malformed_ws_frames_get_a_typed_error_and_nothing_is_lost(live_server, 
         assert fresh.step(RoomsAction(message="after")).reward == 0.5
 
 
-def test_frame_problem_lets_ordinary_frames_through_unparsed():
+def test_frame_problem_lets_ordinary_frames_through_unparsed() -> None:
     assert frame_problem('{"type": "step", "data": {"message": "[[[["}}') is None
     assert frame_problem("  {") is None  # broken JSON is left to OpenEnv's INVALID_JSON answer
 
 
 @pytest.mark.parametrize(
     "body",
-    [{"action": {"message": 5}}, {"action": []}, {"action": {"message": "x" * (1_048_576 + 1)}}, {"action": None}, [], "x"],
+    [
+        {"action": {"message": 5}},
+        {"action": []},
+        {"action": {"message": "x" * (1_048_576 + 1)}},
+        {"action": None},
+        [],
+        "x",
+    ],
 )
-def test_http_bad_bodies_get_4xx_with_details(base_url, body):
+def test_http_bad_bodies_get_4xx_with_details(base_url: str, body: object) -> None:
     response = requests.post(f"{base_url}/step", json=body, timeout=30)
     assert response.status_code == 422
     assert response.json()["detail"]
 
 
-def test_over_long_message_is_refused_on_both_transports(live_server):
+def test_over_long_message_is_refused_on_both_transports(live_server: LiveServer) -> None:
     message = "x" * (1_048_576 + 1)
     response = requests.post(f"{live_server.url}/step", json={"action": {"message": message}}, timeout=30)
     assert response.status_code == 422
@@ -94,14 +105,14 @@ def test_over_long_message_is_refused_on_both_transports(live_server):
     assert error["data"]["errors"][0]["msg"] == "String should have at most 1048576 characters"
 
 
-def test_longest_allowed_message_is_echoed(live_server):
+def test_longest_allowed_message_is_echoed(live_server: LiveServer) -> None:
     message = "é" * 1_048_576
     with RoomsEnv(base_url=live_server.url) as env:
         result = env.step(RoomsAction(message=message))
     assert result.observation.echoed_message == message and result.reward == 104857.6
 
 
-def test_huge_bodies_and_frames_are_refused_before_buffering(server_factory):
+def test_huge_bodies_and_frames_are_refused_before_buffering(server_factory: ServerFactory) -> None:
     server = server_factory()
     pid = server.process.pid
     baseline = rss_kb(pid, "VmRSS")
@@ -109,27 +120,35 @@ def test_huge_bodies_and_frames_are_refused_before_buffering(server_factory):
     declared = requests.post(f"{server.url}/step", data=body, headers={"content-type": "application/json"})
     assert declared.status_code == 413
     assert f"larger than {MAX_PAYLOAD_BYTES} bytes" in declared.json()["detail"]
-    chunked = requests.post(f"{server.url}/step", data=(b"x" * MIB for _ in range(40)), headers={"content-type": "application/json"})
+    chunked = requests.post(
+        f"{server.url}/step", data=(b"x" * MIB for _ in range(40)), headers={"content-type": "application/json"}
+    )
     assert chunked.status_code == 413
-    with connect(server.ws_url, max_size=None) as ws:
-        with pytest.raises(ConnectionClosedError) as closed:  # while still sending, or when reading
-            ws.send(json.dumps({"type": "step", "data": {"message": "x" * (40 * MIB)}}))
-            ws.recv(timeout=30)
+    # Closed while still sending, or when reading:
+    with connect(server.ws_url, max_size=None) as ws, pytest.raises(ConnectionClosedError) as closed:
+        ws.send(json.dumps({"type": "step", "data": {"message": "x" * (40 * MIB)}}))
+        ws.recv(timeout=30)
     # 1009 (message too big) when its close frame gets through; a reset mid-send is the other way it ends
     assert closed.value.rcvd is None or closed.value.rcvd.code == 1009
     assert rss_kb(pid) - baseline < 3 * MAX_PAYLOAD_BYTES / 1024  # never held 40 MiB copies
     assert requests.get(f"{server.url}/health").status_code == 200
 
 
-def test_killed_client_frees_its_slot_promptly(server_factory):
+def test_killed_client_frees_its_slot_promptly(server_factory: ServerFactory) -> None:
     server = server_factory(env={"MAX_CONCURRENT_ENVS": "1"})
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time\nfrom rooms import RoomsEnv\nenv = RoomsEnv(base_url=sys.argv[1])\nenv.reset()\n"
-         "print('holding', flush=True)\ntime.sleep(600)", server.url],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom rooms import RoomsEnv\nenv = RoomsEnv(base_url=sys.argv[1])\nenv.reset()\n"
+            "print('holding', flush=True)\ntime.sleep(600)",
+            server.url,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
-    assert holder.stdout.readline().strip() == "holding"
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
     with RoomsEnv(base_url=server.url) as blocked, pytest.raises(RuntimeError, match="CAPACITY_REACHED"):
         blocked.reset()
     holder.send_signal(signal.SIGKILL)  # no close frame
@@ -145,7 +164,7 @@ def test_killed_client_frees_its_slot_promptly(server_factory):
             time.sleep(0.1)
 
 
-def test_idle_sessions_are_reaped_after_session_timeout(server_factory):
+def test_idle_sessions_are_reaped_after_session_timeout(server_factory: ServerFactory) -> None:
     server = server_factory(env={"MAX_CONCURRENT_ENVS": "1", "SESSION_TIMEOUT_S": "1"})
     idle = RoomsEnv(base_url=server.url)
     idle.reset()
@@ -163,37 +182,49 @@ def test_idle_sessions_are_reaped_after_session_timeout(server_factory):
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "soon"])
-def test_bad_session_timeout_stops_the_server_naming_it(server_factory, value):
+def test_bad_session_timeout_stops_the_server_naming_it(server_factory: ServerFactory, value: str) -> None:
     server = server_factory(env={"SESSION_TIMEOUT_S": value}, wait=False)
     assert server.process.wait(timeout=60) != 0
     assert f"SESSION_TIMEOUT_S must be a positive float, got '{value}'" in server.log()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_shutdown_with_open_sessions_is_prompt_and_clean(server_factory, sig):
+def test_shutdown_with_open_sessions_is_prompt_and_clean(server_factory: ServerFactory, sig: int) -> None:
     server = server_factory()  # python -m rooms.server.app: the `server` entry point
-    sessions = [connect(server.ws_url, **DIRECT_CONNECTION) for _ in range(3)]
-    for ws in sessions:
-        exchange(ws, '{"type": "reset", "data": {}}')
-    started = time.monotonic()
-    os.kill(server.process.pid, sig)
-    # uvicorn shuts down gracefully, then ends by the signal it was sent, as Unix servers do
-    assert server.process.wait(timeout=5) in (0, -sig)
-    assert time.monotonic() - started < 5
-    for ws in sessions:
-        with pytest.raises(ConnectionClosedError) as closed:
-            ws.recv(timeout=5)
-        assert closed.value.rcvd.code == 1012  # service restart: a proper close frame
+    with ExitStack() as stack:
+        sessions = [stack.enter_context(connect(server.ws_url)) for _ in range(3)]
+        for ws in sessions:
+            exchange(ws, '{"type": "reset", "data": {}}')
+        started = time.monotonic()
+        os.kill(server.process.pid, sig)
+        # uvicorn shuts down gracefully, then ends by the signal it was sent, as Unix servers do
+        assert server.process.wait(timeout=5) in (0, -sig)
+        assert time.monotonic() - started < 5
+        for ws in sessions:
+            with pytest.raises(ConnectionClosedError) as closed:
+                ws.recv(timeout=5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012  # service restart: a close frame
     assert "Traceback" not in server.log()
     assert "Finished server process" in server.log()
 
 
-def test_fuzzing_the_openapi_schema_finds_no_server_error(live_server):
+def test_fuzzing_the_openapi_schema_finds_no_server_error(live_server: LiveServer) -> None:
     """schemathesis against the app's own /openapi.json (all phases, bounded): zero 5xx."""
     result = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "schemathesis"), "run", f"{live_server.url}/openapi.json",
-         "--checks", "not_a_server_error", "--max-examples", "40", "--seed", "1"],
-        capture_output=True, text=True, timeout=600,
+        [
+            console_script("schemathesis"),
+            "run",
+            f"{live_server.url}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "40",
+            "--seed",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-5000:]
     assert "passed" in result.stdout and " failed" not in result.stdout.split("SUMMARY")[-1]

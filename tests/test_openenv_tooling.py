@@ -5,36 +5,44 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 import yaml
 from typer.testing import CliRunner
 
-from tests.conftest import ROOT, docker, free_port, wait_until_healthy
+from tests.conftest import ROOT, LiveServer, console_script, docker, free_port, wait_until_healthy
 from tests.readme_blocks import readme_blocks
 
-OPENENV = str(ROOT / ".venv" / "bin" / "openenv")
-ARTIFACTS = ROOT / "test-artifacts"
+OpenEnv = Callable[..., subprocess.CompletedProcess[str]]  # the `openenv` fixture: runs `openenv ARGS...`
+StagedPush = Callable[[str], list[dict[str, Any]]]  # the `staged_push` fixture
 
 
-def openenv(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    result = subprocess.run([OPENENV, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    ARTIFACTS.mkdir(exist_ok=True)
-    name = "openenv-" + "-".join(a.strip("-").replace("/", "_").replace(":", "") for a in args) + ".txt"
-    (ARTIFACTS / name).write_text(result.stdout + result.stderr)
-    return result
+@pytest.fixture
+def openenv(artifacts: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Runs `openenv ARGS...` from the project root; its output is kept in `artifacts`."""
+
+    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        command = [console_script("openenv"), *args]
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        name = "openenv-" + "-".join(a.strip("-").replace("/", "_").replace(":", "") for a in args) + ".txt"
+        (artifacts / name).write_text(result.stdout + result.stderr)
+        return result
+
+    return run
 
 
-def test_validate_static_passes():
+def test_validate_static_passes(openenv: OpenEnv) -> None:
     result = openenv("validate", "--level", "static")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "PASS  static.manifest" in result.stdout
     assert result.stdout.rstrip().endswith("Verdict: PASS")
 
 
-def test_validate_against_the_running_server_passes(live_server):
+def test_validate_against_the_running_server_passes(openenv: OpenEnv, live_server: LiveServer) -> None:
     result = openenv("validate", "--url", live_server.url)
     assert result.returncode == 0, result.stdout + result.stderr
     for check in ("openapi_version_available", "health_endpoint", "metadata_endpoint", "schema_endpoint"):
@@ -42,41 +50,51 @@ def test_validate_against_the_running_server_passes(live_server):
     assert result.stdout.rstrip().endswith("Verdict: PASS")
 
 
-def test_validate_runtime_level_in_docker(base_image):
+@pytest.mark.docker
+def test_validate_runtime_level_in_docker(openenv: OpenEnv, base_image: str) -> None:
     """The Docker runtime level builds the image, runs validation/runtime.json over /ws, and
     passes every check this openenv build implements; the rest it reports as not implemented."""
     result = openenv("validate", "--level", "runtime", timeout=1500)
     assert result.returncode == 0, result.stdout + result.stderr
-    for check in ("static.manifest", "runtime.startup", "runtime.observation_schema",
-                  "runtime.reward_well_formed", "runtime.state_contract"):
+    for check in (
+        "static.manifest",
+        "runtime.startup",
+        "runtime.observation_schema",
+        "runtime.reward_well_formed",
+        "runtime.state_contract",
+    ):
         assert f"PASS  {check} " in result.stdout, result.stdout
     assert "FAIL" not in result.stdout and "ERROR" not in result.stdout
     lines = result.stdout.splitlines()
     for i, line in enumerate(lines):
         if line.lstrip().startswith("SKIP"):
-            assert lines[i + 1].strip() in ("grader not implemented in this build", "network evidence is unavailable"), line
+            assert lines[i + 1].strip() in (
+                "grader not implemented in this build",
+                "network evidence is unavailable",
+            ), line
 
 
 @pytest.fixture
-def staged_push(monkeypatch, tmp_path):
+def staged_push(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> StagedPush:
     """Run `openenv push` for real up to the Hub: the calls that would reach it are recorded,
     and the folder it would upload is kept."""
+    from huggingface_hub import HfApi
     from openenv.cli.__main__ import app
     from openenv.cli.commands import push as push_command
 
-    uploads: list[dict] = []
+    uploads: list[dict[str, Any]] = []
     monkeypatch.setattr(push_command, "whoami", lambda *a, **k: {"name": "tester"})
-    monkeypatch.setattr(push_command.HfApi, "create_repo", lambda self, **kw: uploads.append({"create": kw}))
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, **kw: uploads.append({"create": kw}))
 
-    def upload_folder(self, **kwargs):
+    def upload_folder(self: HfApi, **kwargs: Any) -> None:
         bundle = tmp_path / f"bundle-{len(uploads)}"
         shutil.copytree(kwargs["folder_path"], bundle)
         uploads.append({"upload": kwargs, "bundle": bundle})
 
-    monkeypatch.setattr(push_command.HfApi, "upload_folder", upload_folder)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
     monkeypatch.chdir(ROOT)
 
-    def run(command: str) -> list[dict]:
+    def run(command: str) -> list[dict[str, Any]]:
         uploads.clear()
         result = CliRunner().invoke(app, shlex.split(command)[1:], catch_exceptions=False)
         assert result.exit_code == 0, result.output
@@ -91,7 +109,7 @@ def _push_commands() -> list[str]:
 
 
 @pytest.mark.parametrize("command", _push_commands())
-def test_readme_push_commands_up_to_the_hub(staged_push, command):
+def test_readme_push_commands_up_to_the_hub(staged_push: StagedPush, command: str) -> None:
     create, upload = staged_push(command)
     expected_repo = "my-org/rooms" if "--repo-id my-org/rooms" in command else "tester/rooms"
     assert create["create"]["repo_id"] == expected_repo
@@ -104,14 +122,24 @@ def test_readme_push_commands_up_to_the_hub(staged_push, command):
     assert dockerfile.index("ENV ENABLE_WEB_INTERFACE=true") < dockerfile.index("\nCMD ")
     card = yaml.safe_load((bundle / "README.md").read_text().split("---\n")[1])
     assert card == {
-        "title": "Rooms Environment Server", "emoji": "🏉", "colorFrom": "yellow", "colorTo": "yellow",
-        "sdk": "docker", "pinned": False, "app_port": 8000, "base_path": "/web", "tags": ["openenv"],
+        "title": "Rooms Environment Server",
+        "emoji": "🏉",
+        "colorFrom": "yellow",
+        "colorTo": "yellow",
+        "sdk": "docker",
+        "pinned": False,
+        "app_port": 8000,
+        "base_path": "/web",
+        "tags": ["openenv"],
     }
     assert (bundle / "uv.lock").exists() and (bundle / "openenv.yaml").exists()
     assert not (bundle / ".venv").exists() and not (bundle / ".git").exists()
 
 
-def test_push_bundle_builds_and_serves_the_web_interface(staged_push, base_image, tmp_path):
+@pytest.mark.docker
+def test_push_bundle_builds_and_serves_the_web_interface(
+    staged_push: StagedPush, base_image: str, tmp_path: Path
+) -> None:
     [_, upload] = staged_push("openenv push")
     bundle = upload["bundle"]
     image = "rooms-space-bundle:test"
@@ -128,7 +156,8 @@ def test_push_bundle_builds_and_serves_the_web_interface(staged_push, base_image
         docker("rmi", image, check=False)
 
 
-def test_openenv_build_builds_the_image(base_image):
+@pytest.mark.docker
+def test_openenv_build_builds_the_image(openenv: OpenEnv, base_image: str) -> None:
     tag = "openenv-rooms:test"
     result = openenv("build", "--tag", tag, str(ROOT), timeout=1800)
     try:
@@ -138,11 +167,15 @@ def test_openenv_build_builds_the_image(base_image):
         docker("rmi", tag, check=False)
 
 
-def test_manifest_reward_range_follows_from_the_message_bound():
+def test_manifest_reward_range_follows_from_the_message_bound() -> None:
     from rooms.models import DEFAULT_MAX_MESSAGE_LENGTH
 
     manifest = yaml.safe_load((ROOT / "openenv.yaml").read_text())
     assert manifest["validation"]["reward"]["range"] == [0.0, DEFAULT_MAX_MESSAGE_LENGTH / 10]
     assert (manifest["name"], manifest["type"], manifest["runtime"], manifest["app"], manifest["port"]) == (
-        "rooms", "space", "fastapi", "server.app:app", 8000
+        "rooms",
+        "space",
+        "fastapi",
+        "server.app:app",
+        8000,
     )

@@ -6,58 +6,57 @@ import os
 import re
 import shlex
 import subprocess
-import sys
+from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import ROOT, free_port, start_server
-from tests.readme_blocks import KINDS, Block, fence_count, readme_blocks, readme_text
+from tests.conftest import ROOT, LiveServer, free_port, start_server
+from tests.readme_blocks import (
+    KINDS,
+    Block,
+    assert_prints_what_it_promises,
+    fence_count,
+    layout_paths,
+    readme_blocks,
+    readme_text,
+    run_python,
+)
 
 
-def run_python(code: str, timeout: float = 180) -> str:
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"block failed:\n{code}\n--- stderr ---\n{result.stderr}"
-    return result.stdout
-
-
-def assert_prints_what_it_promises(block: Block, stdout: str) -> None:
-    for pattern in block.expected_output():
-        assert any(pattern.fullmatch(line) for line in stdout.splitlines()), (
-            f"README promises a line matching {pattern.pattern!r}; the block printed:\n{stdout}"
-        )
-
-
-def test_every_fenced_block_is_marked_with_a_known_kind():
+def test_every_fenced_block_is_marked_with_a_known_kind() -> None:
     blocks = readme_blocks()
     assert len(blocks) == fence_count(), "a fenced block in README.md has no <!-- readme-test: KIND --> marker"
     assert {b.kind for b in blocks} <= set(KINDS)
 
 
-def test_readme_starts_with_the_space_card_then_the_two_commands():
+def test_readme_starts_with_the_space_card_then_the_two_commands() -> None:
     text = readme_text()
     assert text.startswith(
         "---\ntitle: Rooms Environment Server\nemoji: 🏉\ncolorFrom: yellow\ncolorTo: yellow\nsdk: docker\n"
         "pinned: false\napp_port: 8000\nbase_path: /web\ntags:\n  - openenv\n---\n"
     )
     first_two = readme_blocks()[:2]
-    assert [(b.kind, b.code) for b in first_two] == [("server-command", "uv run server\n"), ("test-command", "uv run pytest\n")]
+    assert [(b.kind, b.code) for b in first_two] == [
+        ("server-command", "uv run server\n"),
+        ("test-command", "uv run pytest\n"),
+    ]
 
 
 @pytest.mark.parametrize("block", readme_blocks("python"), ids=lambda b: b.id)
-def test_python_block(block):
+def test_python_block(block: Block) -> None:
     assert_prints_what_it_promises(block, run_python(block.code))
 
 
 @pytest.mark.parametrize("block", readme_blocks("live-server"), ids=lambda b: b.id)
-def test_live_server_block(block, live_server):
+def test_live_server_block(block: Block, live_server: LiveServer) -> None:
     assert "http://localhost:8000" in block.code
     stdout = run_python(block.code.replace("http://localhost:8000", live_server.url))
     assert_prints_what_it_promises(block, stdout)
 
 
 @pytest.mark.parametrize("block", readme_blocks("server-command"), ids=lambda b: b.id)
-def test_server_command_block(block, tmp_path):
+def test_server_command_block(block: Block, tmp_path: Path) -> None:
     [command] = [line for line in block.code.splitlines() if line and not line.startswith("#")]
     port = free_port()
     command = re.sub(r"--port \d+", f"--port {port}", command)
@@ -76,7 +75,7 @@ def test_server_command_block(block, tmp_path):
         server.stop()
 
 
-def test_test_command_block_is_what_ci_runs():
+def test_test_command_block_is_what_ci_runs() -> None:
     [block] = readme_blocks("test-command")
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(rf"^\s*{re.escape(block.code.strip())}\b", ci, re.M), ".ci/run must run the README's test command"
@@ -84,7 +83,7 @@ def test_test_command_block_is_what_ci_runs():
 
 
 @pytest.mark.parametrize("block", readme_blocks("shell"), ids=lambda b: b.id)
-def test_shell_block(block):
+def test_shell_block(block: Block) -> None:
     result = subprocess.run(["bash", "-euc", block.code], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     if "openenv validate" in block.code:
@@ -96,7 +95,7 @@ def test_shell_block(block):
 
 
 @pytest.mark.parametrize("block", readme_blocks("live-shell"), ids=lambda b: b.id)
-def test_live_shell_block(block, live_server):
+def test_live_shell_block(block: Block, live_server: LiveServer) -> None:
     assert "http://localhost:8000" in block.code
     command = block.code.replace("http://localhost:8000", live_server.url)
     result = subprocess.run(["bash", "-euc", command], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -115,7 +114,7 @@ def _row_labels(table: str) -> list[str]:
     return labels
 
 
-def test_every_output_block_follows_a_block_that_prints_it():
+def test_every_output_block_follows_a_block_that_prints_it() -> None:
     blocks = readme_blocks()
     for block in blocks:
         if block.kind == "output":
@@ -123,24 +122,13 @@ def test_every_output_block_follows_a_block_that_prints_it():
 
 
 @pytest.mark.parametrize("block", readme_blocks("app-excerpt"), ids=lambda b: b.id)
-def test_app_excerpt_block_is_what_the_app_does(block):
+def test_app_excerpt_block_is_what_the_app_does(block: Block) -> None:
     assert block.code in (ROOT / "server" / "app.py").read_text()
 
 
-def test_layout_block_lists_real_paths():
+def test_layout_block_lists_real_paths() -> None:
     [block] = readme_blocks("layout")
-    stack: list[tuple[int, str]] = []
-    checked = 0
-    for line in block.code.splitlines()[1:]:
-        match = re.match(r"^([│ ]*)[├└]── (\S+)", line)
-        if not match:
-            continue
-        depth = len(match[1]) // 4
-        stack = stack[:depth]
-        name = match[2]
-        path = ROOT.joinpath(*[p for _, p in stack], name.rstrip("/"))
-        assert path.exists(), f"README lists {path.relative_to(ROOT)}, which does not exist"
-        checked += 1
-        if name.endswith("/"):
-            stack.append((depth, name.rstrip("/")))
-    assert checked >= 12
+    paths = layout_paths(block)
+    for path in paths:
+        assert (ROOT / path).exists(), f"README lists {path}, which does not exist"
+    assert len(paths) >= 12

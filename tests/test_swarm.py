@@ -21,12 +21,11 @@ from typing import Any, NamedTuple
 import pytest
 import requests
 from openenv.core.containers.runtime import DockerSwarmProvider
+
 from rooms import RoomsAction, RoomsEnv
 from rooms_bench.failover import healthy, swarm_replicas
-
 from tests.conftest import ROOT, BuiltImage, docker, require
-from tests.readme_blocks import Block, readme_blocks
-from tests.test_readme import assert_prints_what_it_promises, run_python
+from tests.readme_blocks import Block, assert_prints_what_it_promises, readme_blocks, run_python
 
 pytestmark = pytest.mark.swarm
 

@@ -2,31 +2,38 @@
 
 from __future__ import annotations
 
-import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+from playwright.sync_api import Dialog, Page
 
-from tests.conftest import ROOT, LiveServer, ServerFactory, require
+from tests.conftest import LiveServer, ServerFactory, require
+
+pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [  # headless on a machine with no outside network: no background calls home
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 HOSTILE_MESSAGE = "<img src=x onerror=alert(1)>"
 
 
 @pytest.fixture(scope="module")
-def web_server(tmp_path_factory) -> Iterator[LiveServer]:
+def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     factory = ServerFactory(tmp_path_factory.mktemp("web"))
     yield factory(env={"ENABLE_WEB_INTERFACE": "true"})
     factory.stop_all()
 
 
 @pytest.fixture
-def page(tmp_path):
+def page(tmp_path: Path) -> Iterator[Page]:
     require(CHROMIUM.exists(), "needs Chromium at /usr/bin/chromium: as root, `apt-get install chromium`")
     from playwright.sync_api import sync_playwright
 
@@ -38,9 +45,16 @@ def page(tmp_path):
             browser.close()
 
 
-def test_playground_resets_steps_and_shows_the_echo_as_text(page, web_server):
+def test_playground_resets_steps_and_shows_the_echo_as_text(
+    page: Page, web_server: LiveServer, artifacts: Path
+) -> None:
     dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    def dismiss(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", dismiss)
     page.goto(f"{web_server.url}/web/", wait_until="domcontentloaded")
 
     page.get_by_role("button", name="Reset").click()
@@ -57,13 +71,10 @@ def test_playground_resets_steps_and_shows_the_echo_as_text(page, web_server):
     page.wait_for_timeout(500)
     assert dialogs == []
 
-    artifacts = ROOT / "test-artifacts"
-    artifacts.mkdir(exist_ok=True)
     page.screenshot(path=str(artifacts / "web.png"), full_page=True)
-    shutil.copy(artifacts / "web.png", ROOT / "docs" / "web.png") if not (ROOT / "docs" / "web.png").exists() else None
 
 
-def test_swagger_ui_loads(page, web_server):
+def test_swagger_ui_loads(page: Page, web_server: LiveServer) -> None:
     page.goto(f"{web_server.url}/docs", wait_until="domcontentloaded")
     page.get_by_text("/step").first.wait_for(timeout=30_000)
     body = page.locator("body").inner_text()

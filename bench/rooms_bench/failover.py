@@ -29,9 +29,10 @@ from typing import Any
 import requests
 from rich.console import Console
 from rich.table import Table
+from websockets.exceptions import ConnectionClosed
+
 from rooms import RoomsAction, RoomsEnv
 from rooms.client import RoomsSyncEnv
-from websockets.exceptions import ConnectionClosed
 
 console = Console(stderr=True)
 CAPACITY_REACHED = "CAPACITY_REACHED"
@@ -140,7 +141,7 @@ def load_thread(pool: RoundRobin, tally: Tally, until: Until, message: str, thin
                 continue
         try:
             env.step(action)
-        except Exception as error:  # noqa: BLE001 - every kind is counted and reported; REPLICA_GONE is expected
+        except Exception as error:  # every kind is counted and reported; only REPLICA_GONE is expected
             with tally.lock:
                 tally.errors[(url, type(error).__name__)] += 1
             close_quietly(env)

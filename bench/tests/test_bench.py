@@ -2,35 +2,30 @@
 
 from __future__ import annotations
 
-import json
+import argparse
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, free_port
+from rooms_bench import cli
+from rooms_bench.compare import measure_cold_starts
+from rooms_bench.harness import LiveServer, ServerFactory, free_port
+from rooms_bench.measure import Plan, measure_side_by_side
+from rooms_bench.sessions import SyncSession, SyncSessions
 
-BENCH = str(ROOT / ".venv" / "bin" / "rooms-bench")
-
-
-def bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([BENCH, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-
-
-def load(path) -> dict:
-    report = json.loads(path.read_text())
-    assert report["schema"] == "rooms-bench/1"
-    for run in report["runs"]:
-        assert set(run) >= {"name", "transport", "mode", "sessions", "steps", "errors", "steps_per_s", "latency_us"}
-        assert set(run["latency_us"]) == {"p50", "p90", "p99", "max"}
-    return report
+Bench = Callable[..., subprocess.CompletedProcess[str]]  # the `bench` fixture: runs `rooms-bench ARGS...`
+Report = Callable[[Path], dict[str, Any]]  # the `load_report` fixture
 
 
-def test_starts_its_own_server_with_floor_and_template(tmp_path):
+def test_starts_its_own_server_with_floor_and_template(bench: Bench, load_report: Report, tmp_path: Path) -> None:
     result = bench("--steps", "60", "--warmup", "5", "--compare-template", "--sweep", "1,4",
-                   "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png"), timeout=600)
+                   "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png"), timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    report = load(tmp_path / "r.json")
+    report = load_report(tmp_path / "r.json")
     names = [run["name"] for run in report["runs"]]
     assert names[:3] == ["rooms ws sync", "floor (bare websockets echo)", "template ws sync"]
     assert {"rooms ws async ×16 (vs template)", "template http sync (vs template)", "sweep 4 sessions"} <= set(names)
@@ -39,49 +34,67 @@ def test_starts_its_own_server_with_floor_and_template(tmp_path):
     sweep4 = next(r for r in report["runs"] if r["name"] == "sweep 4 sessions")
     assert sweep4["server_rss_per_session_kb"] is not None
     figures = {r["figure"] + " / " + r["compared_with"] for r in report["ratios"]}
-    assert {"rooms sync steps/s / template sync steps/s", "rooms sync p50 latency / floor p50",
-            "rooms async ×16 steps/s / template async ×16 steps/s", "rooms cold start / template cold start"} <= figures
+    assert {
+        "rooms sync steps/s / template sync steps/s",
+        "rooms sync p50 latency / floor p50",
+        "rooms async ×16 steps/s / template async ×16 steps/s",
+        "rooms cold start / template cold start",
+    } <= figures
     assert set(report["cold_start_s"]) == {"rooms", "template"} and report["cold_start_starts"] == 5
     assert "Ratios (same machine, same run)" in result.stdout and "steps/s" in result.stdout
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("transport, mode", [("ws", "async"), ("http", "sync"), ("http", "async")])
-def test_transports_and_modes_against_a_running_server(live_server, tmp_path, transport, mode):
+@pytest.mark.parametrize(("transport", "mode"), [("ws", "async"), ("http", "sync"), ("http", "async")])
+def test_transports_and_modes_against_a_running_server(
+    bench: Bench, load_report: Report, live_server: LiveServer, tmp_path: Path, transport: str, mode: str
+) -> None:
     out = tmp_path / "r.json"
     result = bench("--url", live_server.url, "--transport", transport, "--mode", mode, "--sessions", "3",
-                   "--steps", "40", "--warmup", "2", "--message-size", "100", "--json", str(out))
+                   "--steps", "40", "--warmup", "2", "--message-size", "100", "--json", str(out))  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    [run] = load(out)["runs"]
-    assert (run["transport"], run["mode"], run["sessions"], run["steps"], run["message_size"]) == (transport, mode, 3, 120, 100)
+    [run] = load_report(out)["runs"]
+    assert (run["transport"], run["mode"], run["sessions"], run["steps"], run["message_size"]) == (
+        transport, mode, 3, 120, 100)  # fmt: skip
 
 
-def test_duration_instead_of_steps(live_server, tmp_path):
+def test_duration_instead_of_steps(bench: Bench, load_report: Report, live_server: LiveServer, tmp_path: Path) -> None:
     result = bench("--url", live_server.url, "--duration", "0.5", "--warmup", "0", "--json", str(tmp_path / "r.json"))
     assert result.returncode == 0, result.stderr
-    [run] = load(tmp_path / "r.json")["runs"]
+    [run] = load_report(tmp_path / "r.json")["runs"]
     assert run["steps"] > 0 and 0.5 <= run["seconds"] < 5
 
 
-def test_server_down_is_counted_and_reported_without_a_traceback(tmp_path):
+def test_server_down_is_counted_and_reported_without_a_traceback(
+    bench: Bench, load_report: Report, tmp_path: Path
+) -> None:
     result = bench("--url", f"http://127.0.0.1:{free_port()}", "--steps", "5", "--json", str(tmp_path / "r.json"))
     assert result.returncode == 1
     assert "Traceback" not in result.stdout + result.stderr
-    [run] = load(tmp_path / "r.json")["runs"]
+    [run] = load_report(tmp_path / "r.json")["runs"]
     assert run["error_kinds"] == {"ConnectionError": 1} and run["steps"] == 0
     assert "errors {'ConnectionError': 1}" in result.stdout
 
 
-def test_capacity_errors_are_counted(server_factory, tmp_path):
+def test_floor_against_a_server_that_is_down_says_so_without_a_traceback(bench: Bench) -> None:
+    result = bench("--url", f"http://127.0.0.1:{free_port()}", "--floor", "--steps", "5")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "rooms-bench: " in result.stderr
+
+
+def test_capacity_errors_are_counted(
+    bench: Bench, load_report: Report, server_factory: ServerFactory, tmp_path: Path
+) -> None:
     server = server_factory(env={"MAX_CONCURRENT_ENVS": "2"})
-    result = bench("--url", server.url, "--sessions", "4", "--mode", "async", "--steps", "20", "--json", str(tmp_path / "r.json"))
+    result = bench("--url", server.url, "--sessions", "4", "--mode", "async", "--steps", "20",
+                   "--json", str(tmp_path / "r.json"))  # fmt: skip
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    [run] = load(tmp_path / "r.json")["runs"]
+    [run] = load_report(tmp_path / "r.json")["runs"]
     assert run["error_kinds"] == {"CAPACITY_REACHED": 2}
     assert run["steps"] == 40
 
 
-def test_plot_without_matplotlib_says_how_to_get_it(live_server, tmp_path):
+def test_plot_without_matplotlib_says_how_to_get_it(live_server: LiveServer, tmp_path: Path) -> None:
     code = (
         "import sys; sys.modules['matplotlib'] = None\n"
         "from rooms_bench.cli import main\n"
@@ -89,38 +102,60 @@ def test_plot_without_matplotlib_says_how_to_get_it(live_server, tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
-    assert "--plot needs matplotlib: `uv sync --extra plot`" in result.stderr
+    assert "--plot needs matplotlib: `uv sync --all-packages --extra plot`" in result.stderr
 
 
 @pytest.mark.parametrize("args", [["--sessions", "0"], ["--sweep", "1,x"], ["--transport", "udp"]])
-def test_bad_arguments_are_refused_clearly(args):
+def test_bad_arguments_are_refused_clearly(bench: Bench, args: list[str]) -> None:
     result = bench(*args)
     assert result.returncode == 2
     assert "usage: rooms-bench" in result.stderr
 
 
-def test_side_by_side_runs_every_step_asked_for_and_counts_failures():
-    from rooms_bench.cli import Plan, measure_side_by_side
+def test_help_describes_the_options(bench: Bench) -> None:
+    result = bench("--help")
+    assert result.returncode == 0
+    for option in ("--url", "--floor", "--compare-template", "--sweep", "--json", "--plot"):
+        assert option in result.stdout
 
-    calls = []
 
-    def steady():
-        return (lambda: calls.append("steady")), (lambda: calls.append("closed"))
+def test_a_subcommand_runs_in_place_of_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[argparse.Namespace] = []
 
-    def failing():
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--rounds", type=int, default=1)
+
+    def run(args: argparse.Namespace) -> int:
+        seen.append(args)
+        return 7
+
+    monkeypatch.setitem(cli.SUBCOMMANDS, "probe", cli.Subcommand("a probe", add_arguments, run))
+    assert cli.main(["probe", "--rounds", "3"]) == 7
+    assert seen[0].rounds == 3
+    assert cli.parse_args(["--steps", "5"]).run is cli.run_measure
+
+
+def test_side_by_side_runs_every_step_asked_for_and_counts_failures() -> None:
+    calls: list[str] = []
+
+    def steady() -> SyncSession:
+        return SyncSession(step=lambda: calls.append("steady"), close=lambda: calls.append("closed"))
+
+    def failing() -> SyncSession:
         warm = iter(range(3))
 
-        def step():
+        def step() -> None:
             if next(warm, None) is None:
                 raise ConnectionError("server went away")
 
-        return step, (lambda: calls.append("failing closed"))
+        return SyncSession(step=step, close=lambda: calls.append("failing closed"))
 
-    def unreachable():
+    def unreachable() -> SyncSession:
         raise ConnectionError("Failed to connect")
 
-    steady_run, failing_run, unreachable_run = measure_side_by_side(
-        [("steady", steady), ("failing", failing), ("unreachable", unreachable)], Plan(47, None, 3, "x"), rounds=20)
+    contenders = [("steady", SyncSessions("ws", steady)), ("failing", SyncSessions("ws", failing)),
+                  ("unreachable", SyncSessions("ws", unreachable))]  # fmt: skip
+    steady_run, failing_run, unreachable_run = measure_side_by_side(contenders, Plan(47, None, 3, "x"), rounds=20)
     assert steady_run.steps == 47 and calls.count("steady") == 50 and calls[-1] == "closed"
     # A session that keeps failing is given up after 100 failures, as in the other loops.
     assert failing_run.steps == 0 and failing_run.errors == {"ConnectionError": 101}
@@ -128,15 +163,15 @@ def test_side_by_side_runs_every_step_asked_for_and_counts_failures():
     assert unreachable_run.steps == 0 and unreachable_run.errors == {"ConnectionError": 1}
 
 
-def test_cold_starts_alternate_and_report_the_median():
-    from rooms_bench.cli import Server, measure_cold_starts
+def test_cold_starts_alternate_and_report_the_median() -> None:
+    order: list[str] = []
+    seconds = {"a": iter([5.0, 1.0, 2.0]), "b": iter([3.0, 9.0, 4.0])}
 
-    order, seconds = [], {"a": iter([5.0, 1.0, 2.0]), "b": iter([3.0, 9.0, 4.0])}
-
-    def launcher(name):
-        def launch():
+    def launcher(name: str) -> Callable[[], float]:
+        def launch() -> float:
             order.append(name)
-            return Server("http://127.0.0.1:1", start_seconds=next(seconds[name]))
+            return next(seconds[name])
+
         return launch
 
     medians = measure_cold_starts({"a": launcher("a"), "b": launcher("b")}, rounds=3)

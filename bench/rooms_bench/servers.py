@@ -1,0 +1,89 @@
+"""The servers the benchmark starts itself: Rooms, the floor, and the `openenv init` template."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib.machinery import PathFinder
+from pathlib import Path
+from types import ModuleType
+
+import requests
+
+from rooms_bench.harness import LiveServer, free_port, start_server
+from rooms_bench.sessions import EnvClasses
+
+# Sessions a server started by the benchmark admits, at least.
+MIN_SESSION_SLOTS = 64
+TEMPLATE_PACKAGE = "rooms_template"
+
+
+def rooms_classes() -> EnvClasses:
+    from rooms import RoomsAction, RoomsEnv
+
+    return EnvClasses(client=RoomsEnv, action=RoomsAction)
+
+
+def start_rooms(log_dir: Path, max_sessions: int) -> LiveServer:
+    """The Rooms server, admitting `max_sessions` sessions at once."""
+    return start_server(log_dir, env={"MAX_CONCURRENT_ENVS": str(max(MIN_SESSION_SLOTS, max_sessions))})
+
+
+def observation_frame(url: str, message: str) -> str:
+    """The WebSocket reply a Rooms step with `message` gets, for the floor to answer with."""
+    response = requests.post(f"{url}/step", json={"action": {"message": message}}, timeout=30)
+    response.raise_for_status()
+    return json.dumps({"type": "observation", "data": response.json()})
+
+
+def start_floor(log_dir: Path, response: str) -> LiveServer:
+    """A bare `websockets` server answering every frame with `response`."""
+    port = free_port()
+    return start_server(log_dir, [sys.executable, "-m", "rooms_bench.floor", str(port), response], port=port)
+
+
+@dataclass(frozen=True)
+class Template:
+    """The package `openenv init` generated into `directory`, and its classes."""
+
+    directory: Path
+    classes: EnvClasses
+
+
+def generate_template(directory: Path) -> Template:
+    """`openenv init rooms_template` into `directory`, then its client and action imported from there."""
+    subprocess.run(
+        [sys.executable, "-m", "openenv.cli", "init", TEMPLATE_PACKAGE, "--output-dir", str(directory)],
+        check=True,
+        capture_output=True,
+    )
+    package = import_package_from(directory, TEMPLATE_PACKAGE)
+    return Template(directory, EnvClasses(client=package.RoomsTemplateEnv, action=package.RoomsTemplateAction))
+
+
+def import_package_from(directory: Path, name: str) -> ModuleType:
+    """Import package `name` from `directory` alone, leaving `sys.path` as it is.
+
+    importlib's recipe for importing a module from a given location: find its spec there, make
+    the module, register it under its name (its relative imports resolve through that
+    registration) and run it.
+    """
+    spec = PathFinder.find_spec(name, [str(directory)])
+    if spec is None or spec.loader is None:
+        raise ImportError(f"no package {name!r} in {directory}")
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[name] = package
+    spec.loader.exec_module(package)
+    return package
+
+
+def start_template(log_dir: Path, template: Template, max_sessions: int) -> LiveServer:
+    """The template's environment served by `rooms_bench.template_app`, its package on PYTHONPATH."""
+    port = free_port()
+    python_path = os.pathsep.join(filter(None, [str(template.directory), os.environ.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "rooms_bench.template_app", str(port), str(max(MIN_SESSION_SLOTS, max_sessions))]
+    return start_server(log_dir, command, env={"PYTHONPATH": python_path}, port=port)
