@@ -25,6 +25,9 @@ KINDS = {
     "layout": "every path it lists must exist",
     "docker": "run by the container tests (tests/test_docker.py)",
     "hub": "run up to the network boundary (tests/test_docker.py, tests/test_openenv_tooling.py)",
+    "swarm": "run by tests/test_swarm.py on a single-node swarm (its stack name and replica addresses substituted)",
+    "swarm-host": "needs a normal Docker host (the routing mesh) or several machines; tests/test_swarm.py runs "
+    "the DockerSwarmProvider block where the mesh answers",
 }
 
 _MARKED_BLOCK = re.compile(

@@ -1,0 +1,379 @@
+"""`rooms-bench failover`: steady load over several Rooms replicas, with one of them failed on purpose.
+
+Each of `--sessions` threads holds one session at a time and steps it. Sessions are opened
+round-robin over the replicas' addresses (`--url A --url B`, or the host-mode ports of a Swarm
+service's running tasks with `--swarm-service`); a replica that refuses (gone, or at capacity) is
+skipped. A session whose replica dies gets `ConnectionError`: it is counted, dropped, and the
+thread's next call opens a new session on a live replica. With `--kill-at S` one replica's
+container is killed (`docker kill`) S seconds in; the report gives the errors, which replica they
+came from, how long the failed sessions took to step again elsewhere, and how long Swarm took to
+bring the replica count back. The exit status is 0 only if every error came from the killed
+replica, every failed session recovered, and (with a kill) the replicas came back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from rich.console import Console
+from rich.table import Table
+from websockets.exceptions import ConnectionClosed
+
+from rooms import RoomsAction, RoomsEnv
+from rooms.client import RoomsSyncEnv
+
+console = Console(stderr=True)
+CAPACITY_REACHED = "CAPACITY_REACHED"
+# How a session learns that its replica is gone: `ConnectionError` when the next call cannot reconnect,
+# websockets' `ConnectionClosed` when the replica dies while a call waits for its reply.
+REPLICA_GONE = (ConnectionError, ConnectionClosed)
+# How often the Swarm service's tasks are listed again while the load runs.
+DISCOVERY_INTERVAL_S = 0.5
+
+
+class NoReplicaAvailable(ConnectionError):
+    """Every address refused a new session."""
+
+
+class RoundRobin:
+    """Replica addresses handed out in turn to new sessions; the list may be replaced while in use."""
+
+    def __init__(self, urls: Sequence[str]) -> None:
+        self._urls = [url.rstrip("/") for url in urls]
+        self._turn = 0
+        self._lock = threading.Lock()
+
+    @property
+    def urls(self) -> list[str]:
+        with self._lock:
+            return list(self._urls)
+
+    def replace(self, urls: Sequence[str]) -> None:
+        with self._lock:
+            self._urls = [url.rstrip("/") for url in urls]
+
+    def candidates(self) -> list[str]:
+        """Every address once, starting with the next one's turn."""
+        with self._lock:
+            urls, start = self._urls, self._turn
+            self._turn += 1
+        if not urls:
+            return []
+        start %= len(urls)
+        return urls[start:] + urls[:start]
+
+
+def close_quietly(env: RoomsSyncEnv) -> None:
+    """Close a session whose replica may be gone: then there is nothing left to close."""
+    with contextlib.suppress(*REPLICA_GONE, OSError):
+        env.close()
+
+
+def open_session(pool: RoundRobin) -> tuple[RoomsSyncEnv, str]:
+    """A new session, reset, on the first replica in turn that takes it."""
+    refusals: list[str] = []
+    for url in pool.candidates():
+        env = RoomsEnv(base_url=url).sync()
+        try:
+            env.reset()
+            return env, url
+        except REPLICA_GONE as error:
+            refusals.append(f"{url}: {error}")
+        except RuntimeError as error:
+            if CAPACITY_REACHED not in str(error):
+                close_quietly(env)
+                raise
+            refusals.append(f"{url}: {CAPACITY_REACHED}")
+        close_quietly(env)
+    raise NoReplicaAvailable("no replica took a new session: " + "; ".join(refusals or ["no address"]))
+
+
+@dataclass
+class Until:
+    """The end of the load: its deadline, or earlier when told."""
+
+    deadline: float
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def done(self) -> bool:
+        return self.stop.is_set() or time.monotonic() >= self.deadline
+
+
+@dataclass
+class Tally:
+    """What every load thread saw, merged under one lock."""
+
+    steps_by_url: Counter[str] = field(default_factory=Counter)
+    errors: Counter[tuple[str, str]] = field(default_factory=Counter)
+    refused_opens: int = 0
+    recoveries_s: list[float] = field(default_factory=list)
+    unrecovered: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def load_thread(pool: RoundRobin, tally: Tally, until: Until, message: str, think_s: float) -> None:
+    """Step one session at a time until told to stop, moving to another replica when one fails."""
+    env: RoomsSyncEnv | None = None
+    url = ""
+    failed_at: float | None = None
+    steps: Counter[str] = Counter()
+    action = RoomsAction(message=message)
+    while not until.done():
+        if env is None:
+            try:
+                env, url = open_session(pool)
+            except NoReplicaAvailable:
+                with tally.lock:
+                    tally.refused_opens += 1
+                time.sleep(0.05)
+                continue
+        try:
+            env.step(action)
+        except Exception as error:  # every kind is counted and reported; only REPLICA_GONE is expected
+            with tally.lock:
+                tally.errors[(url, type(error).__name__)] += 1
+            close_quietly(env)
+            env, failed_at = None, failed_at or time.monotonic()
+            continue
+        steps[url] += 1
+        if think_s:
+            time.sleep(think_s)
+        if failed_at is not None:
+            with tally.lock:
+                tally.recoveries_s.append(time.monotonic() - failed_at)
+            failed_at = None
+    if env is not None:
+        close_quietly(env)
+    with tally.lock:
+        tally.steps_by_url.update(steps)
+        tally.unrecovered += failed_at is not None
+
+
+# --- Swarm: where the replicas are, and failing one ----------------------------------------------
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+def swarm_replicas(service: str, host: str = "127.0.0.1") -> dict[str, str]:
+    """Container id → base URL of each running task of `service` that publishes port 8000 in host mode."""
+    task_ids = docker("service", "ps", "--quiet", "--filter", "desired-state=running", service).split()
+    if not task_ids:
+        return {}
+    replicas = {}
+    for line in docker("inspect", "--format", "{{json .Status}}", *task_ids).splitlines():
+        status = json.loads(line)
+        ports = (status.get("PortStatus") or {}).get("Ports") or []
+        published = [
+            p["PublishedPort"] for p in ports if p.get("TargetPort") == 8000 and p.get("PublishMode") == "host"
+        ]
+        container = (status.get("ContainerStatus") or {}).get("ContainerID")
+        if status.get("State") == "running" and published and container:
+            replicas[container] = f"http://{host}:{published[0]}"
+    return replicas
+
+
+def healthy(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/health", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+@dataclass
+class SwarmWatch:
+    """Keeps the pool on the service's healthy replicas; notes when their number is back after a kill."""
+
+    service: str
+    pool: RoundRobin
+    expected: int
+    killed_at: float | None = None
+    back_at: float | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        while not self.stop.wait(DISCOVERY_INTERVAL_S):
+            try:
+                live = [url for url in swarm_replicas(self.service).values() if healthy(url)]
+            except subprocess.SubprocessError:
+                continue
+            self.pool.replace(live)
+            if self.killed_at is not None and self.back_at is None and len(live) >= self.expected:
+                self.back_at = time.monotonic()
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", action="append", default=[], help="a replica's base URL (repeat for each)")
+    parser.add_argument("--swarm-service", help="find the replicas from this Swarm service's host-mode ports")
+    parser.add_argument("--host", default="127.0.0.1", help="host of the host-mode ports (default 127.0.0.1)")
+    parser.add_argument("--sessions", type=int, default=8, help="concurrent sessions (default 8)")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of load (default 20)")
+    parser.add_argument("--kill-at", type=float, help="docker kill one replica this many seconds in (--swarm-service)")
+    parser.add_argument(
+        "--stop-when-recovered",
+        action="store_true",
+        help="with --kill-at: end the load a second after the replica count is back",
+    )
+    parser.add_argument(
+        "--think", type=float, default=0.0, help="seconds between a reply and the next step (default 0)"
+    )
+    parser.add_argument("--message-size", type=int, default=13, help="message size in bytes (default 13)")
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
+
+
+def argument_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments, if anything."""
+    if bool(args.url) == bool(args.swarm_service):
+        return "give either --url (one or more) or --swarm-service"
+    if args.kill_at is not None and not args.swarm_service:
+        return "--kill-at needs --swarm-service (it kills one of the service's containers)"
+    if args.sessions < 1 or args.duration <= 0 or args.message_size < 0 or args.think < 0:
+        return "--sessions must be ≥ 1, --duration > 0, --message-size and --think ≥ 0"
+    if args.kill_at is not None and not 0 < args.kill_at < args.duration:
+        return "--kill-at must fall inside --duration"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the load (and the kill); print the report and return the exit status (2: bad arguments)."""
+    problem = argument_problem(args)
+    if problem:
+        console.print(f"[red]rooms-bench failover: {problem}")
+        return 2
+    replicas = swarm_replicas(args.swarm_service, args.host) if args.swarm_service else {}
+    pool = RoundRobin(list(replicas.values()) or args.url)
+    if not pool.urls:
+        console.print(f"[red]no running replica with a host-mode port in service {args.swarm_service}")
+        return 1
+    watch = SwarmWatch(args.swarm_service, pool, len(pool.urls)) if args.swarm_service else None
+    tally = Tally()
+    started = time.monotonic()
+    until = Until(started + args.duration)
+    threads = [
+        threading.Thread(
+            target=load_thread, args=(pool, tally, until, "x" * args.message_size, args.think), daemon=True
+        )
+        for _ in range(args.sessions)
+    ]
+    if watch is not None:
+        threads.append(threading.Thread(target=watch.run, daemon=True))
+    for thread in threads:
+        thread.start()
+    killed_url = None
+    if args.kill_at is not None and watch is not None:
+        time.sleep(args.kill_at)
+        container, killed_url = next(iter(replicas.items()))
+        docker("kill", container)
+        watch.killed_at = time.monotonic()
+        if args.stop_when_recovered:
+            while not until.done() and watch.back_at is None:
+                time.sleep(DISCOVERY_INTERVAL_S)
+            time.sleep(args.think + 1.0)  # the failed sessions' next calls, and some steps on the replicas back
+            until.stop.set()
+    for thread in threads[: args.sessions]:
+        thread.join()
+    if watch is not None:
+        watch.stop.set()
+    report = summarize(args, pool, tally, time.monotonic() - started, killed_url, watch)
+    print_report(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0 if report["clean"] else 1
+
+
+def summarize(
+    args: argparse.Namespace,
+    pool: RoundRobin,
+    tally: Tally,
+    seconds: float,
+    killed_url: str | None,
+    watch: SwarmWatch | None,
+) -> dict[str, Any]:
+    errors: list[dict[str, Any]] = [
+        {"url": url, "kind": kind, "count": n} for (url, kind), n in sorted(tally.errors.items())
+    ]
+    elsewhere = sum(e["count"] for e in errors if e["url"] != killed_url)
+    expected_kinds = {kind.__name__ for kind in REPLICA_GONE} | {"ConnectionClosedError", "ConnectionClosedOK"}
+    unexpected = sum(e["count"] for e in errors if e["kind"] not in expected_kinds)
+    replica_back_s = None
+    if watch is not None and watch.killed_at is not None and watch.back_at is not None:
+        replica_back_s = round(watch.back_at - watch.killed_at, 2)
+    steps = sum(tally.steps_by_url.values())
+    replicas_back = killed_url is None or replica_back_s is not None
+    return {
+        "sessions": args.sessions,
+        "seconds": round(seconds, 2),
+        "steps": steps,
+        "steps_per_s": round(steps / seconds, 1),
+        "steps_by_url": dict(sorted(tally.steps_by_url.items())),
+        "killed_url": killed_url,
+        "errors": errors,
+        "errors_on_killed_replica": sum(e["count"] for e in errors if e["url"] == killed_url),
+        "errors_elsewhere": elsewhere,
+        "errors_of_unexpected_kind": unexpected,
+        "sessions_recovered": len(tally.recoveries_s),
+        "sessions_unrecovered": tally.unrecovered,
+        "session_recovery_max_s": round(max(tally.recoveries_s), 3) if tally.recoveries_s else None,
+        "session_recovery_median_s": round(statistics.median(tally.recoveries_s), 3) if tally.recoveries_s else None,
+        "refused_opens": tally.refused_opens,
+        "replica_back_s": replica_back_s,
+        "replicas_at_end": len(pool.urls),
+        "clean": elsewhere == 0 and unexpected == 0 and tally.unrecovered == 0 and replicas_back and steps > 0,
+    }
+
+
+def print_report(report: dict[str, Any]) -> None:
+    table = Table(title=f"failover: {report['sessions']} sessions, {report['seconds']} s")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    rows: list[tuple[str, Any]] = [
+        ("steps", report["steps"]),
+        ("steps/s", report["steps_per_s"]),
+        *((f"steps on {url}", n) for url, n in report["steps_by_url"].items()),
+        ("killed replica", report["killed_url"] or "none"),
+        *((f"errors on {e['url']} ({e['kind']})", e["count"]) for e in report["errors"]),
+        ("errors on other replicas", report["errors_elsewhere"]),
+        ("errors other than a lost connection", report["errors_of_unexpected_kind"]),
+        ("failed sessions stepping again elsewhere", report["sessions_recovered"]),
+        ("failed sessions never recovered", report["sessions_unrecovered"]),
+        (
+            "session recovery, median / max s",
+            f"{report['session_recovery_median_s']} / {report['session_recovery_max_s']}",
+        ),
+        ("opens refused by every replica", report["refused_opens"]),
+        ("replica count back after s", report["replica_back_s"]),
+        ("result", "clean" if report["clean"] else "NOT CLEAN"),
+    ]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    Console().print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rooms-bench failover", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    problem = argument_problem(args)
+    if problem:
+        parser.error(problem)
+    return run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,279 @@
+"""Rooms on a real single-node Docker Swarm: the shipped stack file, sessions spread and failed over.
+
+The swarm is initialised for these tests if the engine is not in one (and left afterwards); an
+engine already in a swarm is left as found. Replicas are reached on their host-mode ports: the
+routing mesh needs IPVS, which some kernels (this project's CI runners among them) lack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+import requests
+from openenv.core.containers.runtime import DockerSwarmProvider
+
+from rooms import RoomsAction, RoomsEnv
+from rooms_bench.failover import healthy, swarm_replicas
+from tests.conftest import ROOT, BuiltImage, docker, require
+from tests.readme_blocks import Block, assert_prints_what_it_promises, readme_blocks, run_python
+
+pytestmark = pytest.mark.swarm
+
+REPLICAS = 2
+SESSIONS_PER_REPLICA = 4
+STACK = f"rooms-test-{os.getpid()}"
+SERVICE = f"{STACK}_rooms"
+
+
+def wait_for(what: str, condition: Callable[[], bool], timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
+        time.sleep(0.5)
+
+
+def swarm_state() -> str:
+    return str(docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout).strip()
+
+
+def swarm_block(text: str, lang: str = "bash") -> Block:
+    [block] = [b for b in readme_blocks("swarm") if b.lang == lang and text in b.code]
+    return block
+
+
+@pytest.fixture(scope="module")
+def swarm(docker_available: None) -> Iterator[None]:
+    """A single-node swarm; left afterwards if these tests created it."""
+    state = swarm_state()
+    if state == "active":
+        yield
+        return
+    require(state == "inactive", f"needs a Docker engine that can start a swarm (its swarm state: {state})")
+    had_gateway_bridge = docker("network", "inspect", "docker_gwbridge", check=False).returncode == 0
+    docker("swarm", "init", "--advertise-addr", "127.0.0.1")
+    try:
+        yield
+    finally:
+        docker("swarm", "leave", "--force", check=False)
+        if not had_gateway_bridge:  # the bridge Docker adds for a swarm's containers
+            docker("network", "rm", "docker_gwbridge", check=False)
+
+
+class Stack(NamedTuple):
+    service: str
+    urls: list[str]
+
+
+def replica_urls() -> list[str]:
+    return sorted(url for url in swarm_replicas(SERVICE).values() if healthy(url))
+
+
+@pytest.fixture(scope="module")
+def stack(swarm: None, built_image: BuiltImage) -> Iterator[Stack]:
+    """The README's host-mode `docker stack deploy` of deploy/compose.yaml: 2 replicas of 4 sessions."""
+    deploy = swarm_block("docker stack deploy")
+    command = deploy.code.replace(" rooms\n", f" {STACK}\n").replace("rooms_rooms", SERVICE)
+    env = {**os.environ, "ROOMS_IMAGE": built_image.name, "ROOMS_REPLICAS": str(REPLICAS)}
+    try:
+        result = subprocess.run(
+            ["bash", "-euc", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        wait_for(f"{REPLICAS} healthy replicas", lambda: len(replica_urls()) == REPLICAS)
+        yield Stack(SERVICE, replica_urls())
+    finally:
+        docker("stack", "rm", STACK, check=False)
+        wait_for(
+            "the stack's removal",
+            lambda: not docker("ps", "-aq", "--filter", f"label=com.docker.stack.namespace={STACK}").stdout.strip(),
+            60,
+        )
+        wait_for(
+            "the stack's network",
+            lambda: docker("network", "inspect", f"{STACK}_rooms", check=False).returncode != 0,
+            60,
+        )
+
+
+def test_stack_file_deploys_what_it_promises(stack: Stack) -> None:
+    spec = json.loads(docker("service", "inspect", stack.service, "--format", "{{json .Spec}}").stdout)
+    task = spec["TaskTemplate"]
+    assert spec["Mode"] == {"Replicated": {"Replicas": REPLICAS}}
+    assert "MAX_CONCURRENT_ENVS=4" in task["ContainerSpec"]["Env"]
+    assert task["ContainerSpec"]["Healthcheck"]["Test"] == ["CMD", "curl", "-fsS", "http://localhost:8000/health"]
+    assert task["Resources"]["Limits"] == {"NanoCPUs": 1_000_000_000, "MemoryBytes": 512 * 2**20}
+    assert task["RestartPolicy"]["Condition"] == "any"
+    assert {k: spec["UpdateConfig"][k] for k in ("Parallelism", "Order", "FailureAction")} == {
+        "Parallelism": 1,
+        "Order": "start-first",
+        "FailureAction": "rollback",
+    }
+    assert [(p["TargetPort"], p["PublishMode"]) for p in spec["EndpointSpec"]["Ports"]] == [(8000, "host")]
+    assert len(set(stack.urls)) == REPLICAS
+
+
+def test_both_replicas_serve_and_the_ninth_session_is_refused(stack: Stack) -> None:
+    sessions = [RoomsEnv(base_url=stack.urls[i % REPLICAS]).sync() for i in range(REPLICAS * SESSIONS_PER_REPLICA)]
+    try:
+        rewards = [env.reset() and env.step(RoomsAction(message="Hi")).reward for env in sessions]
+        assert rewards == [0.2] * len(sessions)
+        for url in stack.urls:
+            extra = RoomsEnv(base_url=url).sync()
+            try:
+                with pytest.raises(RuntimeError, match=r"code: CAPACITY_REACHED"):
+                    extra.reset()
+            finally:
+                extra.close()
+    finally:
+        for env in sessions:
+            env.close()
+
+
+def test_readme_round_robin_pattern_spreads_sessions(stack: Stack) -> None:
+    block = swarm_block("class RoundRobinRooms", lang="python")
+    code, replaced = re.subn(
+        r"^BASE_URLS = .*$", f"BASE_URLS = {stack.urls!r}", block.code, count=1, flags=re.MULTILINE
+    )
+    assert replaced == 1
+    assert_prints_what_it_promises(block, run_python(code))
+
+
+def run_failover_bench(tmp_path: Path, *args: str, timeout: float = 180) -> tuple[int, dict[str, Any], str]:
+    report_path = tmp_path / "failover.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "rooms_bench.failover", *args, "--json", str(report_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    return result.returncode, report, result.stdout + result.stderr
+
+
+def test_bench_over_both_replicas_runs_clean(stack: Stack, tmp_path: Path) -> None:
+    urls = [arg for url in stack.urls for arg in ("--url", url)]
+    status, report, output = run_failover_bench(tmp_path, *urls, "--sessions", "8", "--duration", "3")
+    print(output)
+    assert status == 0, output
+    assert report["errors"] == [] and report["refused_opens"] == 0, report
+    assert sorted(report["steps_by_url"]) == stack.urls
+    assert all(steps > 0 for steps in report["steps_by_url"].values()), report
+
+
+def test_killing_a_replica_under_load_loses_only_its_sessions(stack: Stack, tmp_path: Path) -> None:
+    command = shlex.split(swarm_block("--kill-at").code.replace("rooms_rooms", stack.service))
+    status, report, output = run_failover_bench(
+        tmp_path, *command[command.index("rooms_bench.failover") + 1 :], timeout=240
+    )
+    print(output)
+    assert report["killed_url"] in stack.urls, report
+    # Four sessions round-robin over two replicas: two on the one killed.
+    assert report["errors_on_killed_replica"] == 2, report
+    assert {e["kind"] for e in report["errors"]} <= {"ConnectionError", "ConnectionClosedError"}, report
+    assert report["errors_elsewhere"] == 0, report
+    assert (report["sessions_recovered"], report["sessions_unrecovered"]) == (2, 0), report
+    assert report["replica_back_s"] is not None, report
+    assert status == 0, output
+    wait_for(f"{REPLICAS} healthy replicas again", lambda: len(replica_urls()) == REPLICAS, 60)
+    assert report["killed_url"] not in replica_urls()
+
+
+# --- OpenEnv's DockerSwarmProvider ----------------------------------------------------------------
+
+
+class ProviderService(NamedTuple):
+    provider: DockerSwarmProvider
+    url: str
+    name: str
+    mesh_answers: bool
+
+
+def service_names() -> set[str]:
+    return set(docker("service", "ls", "--format", "{{.Name}}").stdout.split())
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/health", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+@pytest.fixture(scope="module")
+def provider_service(swarm: None, built_image: BuiltImage) -> Iterator[ProviderService]:
+    """A service started by DockerSwarmProvider, and whether the routing mesh answers for it."""
+    before = service_names()
+    provider = DockerSwarmProvider(auto_init_swarm=False)
+    url = provider.start_container(built_image.name, env_vars={"MAX_CONCURRENT_ENVS": "4"}, replicas=REPLICAS)
+    try:
+        [name] = service_names() - before
+        # A task is Running only once its container is healthy; then the mesh has had its chance.
+        wait_for(
+            "the provider's replicas",
+            lambda: (
+                len(docker("service", "ps", "-q", "--filter", "desired-state=running", name).stdout.split()) == REPLICAS
+                and all(
+                    state.startswith("Running")
+                    for state in docker(
+                        "service", "ps", "--filter", "desired-state=running", "--format", "{{.CurrentState}}", name
+                    ).stdout.splitlines()
+                )
+            ),
+        )
+        deadline = time.monotonic() + 15
+        mesh = answers(url)
+        while not mesh and time.monotonic() < deadline:
+            time.sleep(0.5)
+            mesh = answers(url)
+        yield ProviderService(provider, url, name, mesh)
+    finally:
+        provider.stop_container()
+
+
+def test_provider_creates_the_service_it_is_asked_for(
+    provider_service: ProviderService, built_image: BuiltImage
+) -> None:
+    spec = json.loads(docker("service", "inspect", provider_service.name, "--format", "{{json .Spec}}").stdout)
+    assert spec["TaskTemplate"]["ContainerSpec"]["Image"].startswith(built_image.name)
+    assert spec["Mode"] == {"Replicated": {"Replicas": REPLICAS}}
+    assert "MAX_CONCURRENT_ENVS=4" in spec["TaskTemplate"]["ContainerSpec"]["Env"]
+    port = int(provider_service.url.rsplit(":", 1)[1])
+    assert [(p["TargetPort"], p["PublishedPort"], p["PublishMode"]) for p in spec["EndpointSpec"]["Ports"]] == [
+        (8000, port, "ingress")
+    ]
+    containers = docker(
+        "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={provider_service.name}"
+    ).stdout.split()
+    health = docker("inspect", "--format", "{{.State.Health.Status}}", *containers).stdout.split()
+    assert health == ["healthy"] * REPLICAS
+
+
+def test_provider_serves_sessions_through_the_routing_mesh(provider_service: ProviderService) -> None:
+    if not provider_service.mesh_answers:
+        pytest.skip("the routing mesh does not answer on this host (no IPVS in its kernel); needs a normal Docker host")
+    sessions = [RoomsEnv(base_url=provider_service.url).sync() for _ in range(REPLICAS * SESSIONS_PER_REPLICA)]
+    try:
+        assert [env.step(RoomsAction(message="Hi")).reward for env in sessions] == [0.2] * len(sessions)
+    finally:
+        for env in sessions:
+            env.close()
+    [block] = [b for b in readme_blocks("swarm-host") if "DockerSwarmProvider" in b.code]
+    assert_prints_what_it_promises(block, run_python(block.code))
+
+
+def test_closing_the_client_removes_the_service(provider_service: ProviderService) -> None:
+    RoomsEnv(base_url=provider_service.url, provider=provider_service.provider).close()
+    assert provider_service.name not in service_names()
