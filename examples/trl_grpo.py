@@ -34,9 +34,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from typing_extensions import Self
-
 from rooms import RoomsAction, RoomsEnv
+from typing_extensions import Self
 
 PROMPT = "Call the echo tool with a message of your choice."
 SMOKE_WORDS = ["hi", "room", "echo", "hello", "rooms env", "say it back", "a longer message", "hello there, rooms"]
@@ -51,7 +50,7 @@ class EnvironmentRecord:
 
     calls: Counter[str] = field(default_factory=Counter)
     echoes: list[dict[str, Any]] = field(default_factory=list)
-    rewards: list[float] = field(default_factory=list)
+    rewards: list[dict[str, Any]] = field(default_factory=list)
 
 
 class RoomsSessions:
@@ -110,6 +109,7 @@ class EchoRoom:
         self._sessions = sessions
         self._client: Any = None
         self._reward = 0.0
+        self._message: str | None = None
 
     def reset(self, **row: Any) -> str | None:
         """Start a new episode (TRL passes the dataset row)."""
@@ -117,6 +117,7 @@ class EchoRoom:
             self._client = self._sessions.open()
         self._client.reset()
         self._reward = 0.0
+        self._message = None
         self._sessions.record.calls["reset"] += 1
         return None
 
@@ -131,6 +132,7 @@ class EchoRoom:
         """
         result = self._client.step(RoomsAction(message=message))
         self._reward = float(result.reward)
+        self._message = message
         self._sessions.record.calls["echo"] += 1
         self._sessions.record.echoes.append({"message": message, "reward": self._reward})
         echoed: str = result.observation.echoed_message
@@ -139,7 +141,7 @@ class EchoRoom:
     def get_reward(self) -> float:
         """The environment's reward for the episode: that of its last echo (0 if it never called the tool)."""
         self._sessions.record.calls["get_reward"] += 1
-        self._sessions.record.rewards.append(self._reward)
+        self._sessions.record.rewards.append({"message": self._message, "reward": self._reward})
         return self._reward
 
 
@@ -340,7 +342,7 @@ def warmup_batch(tokenizer: Any, tool: Any) -> tuple[Any, Any]:
 class StepLog:
     step: int
     logged_reward: float
-    environment_rewards: list[float]
+    environment_rewards: list[dict[str, Any]]
 
 
 def reward_logger(sessions: RoomsSessions, reward_key: str, steps: list[StepLog]) -> Any:
@@ -358,7 +360,8 @@ def reward_logger(sessions: RoomsSessions, reward_key: str, steps: list[StepLog]
             returned = sessions.record.rewards[self.seen :]
             self.seen = len(sessions.record.rewards)
             steps.append(StepLog(state.global_step, logs[reward_key], returned))
-            print(f"step {state.global_step}: reward {logs[reward_key]:.3f} (environment: {returned})", flush=True)
+            rewards = [r["reward"] for r in returned]
+            print(f"step {state.global_step}: reward {logs[reward_key]:.3f} (environment: {rewards})", flush=True)
 
     return RewardLogger()
 
@@ -496,18 +499,27 @@ def write_log(path: Path, args: argparse.Namespace, sessions: RoomsSessions, ste
     path.write_text(json.dumps(log, indent=2))
 
 
-def plot(path: Path, steps: list[StepLog], title: str) -> None:
+def plot(path: Path, steps: list[StepLog], title: str, window: int = 5) -> None:
+    """Reward per step, and its mean over the last `window` steps."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    numbers = [s.step for s in steps]
+    rewards = [s.logged_reward for s in steps]
+    smoothed = [
+        sum(rewards[max(0, i - window + 1) : i + 1]) / len(rewards[max(0, i - window + 1) : i + 1])
+        for i in range(len(rewards))
+    ]
     figure, axes = plt.subplots(figsize=(6, 3.2))
-    axes.plot([s.step for s in steps], [s.logged_reward for s in steps], marker="o", markersize=3)
+    axes.plot(numbers, rewards, marker="o", markersize=3, alpha=0.4, label="mean reward of the step")
+    axes.plot(numbers, smoothed, linewidth=2, label=f"mean of the last {window} steps")
     axes.set_xlabel("training step")
-    axes.set_ylabel("mean reward (len(message) x 0.1)")
+    axes.set_ylabel("reward (len(message) x 0.1)")
     axes.set_title(title)
     axes.grid(alpha=0.3)
+    axes.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 

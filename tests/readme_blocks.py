@@ -23,6 +23,9 @@ KINDS = {
     "layout": "every path it lists must exist",
     "docker": "run by the container tests (tests/test_docker.py)",
     "hub": "run up to the network boundary (tests/test_docker.py, tests/test_openenv_tooling.py)",
+    "trl-smoke": "run as written against a live server (localhost:8000 replaced) by tests/test_trl_example.py",
+    "trl-gpu": "run against a live server up to where a GPU is needed (tests/test_trl_example.py)",
+    "trl-excerpt": "must appear in examples/trl_grpo.py, indentation aside",
 }
 
 _MARKED_BLOCK = re.compile(r"<!-- readme-test: (?P<kind>[\w-]+) -->\n```(?P<lang>\w*)\n(?P<code>.*?)^```\n", re.S | re.M)
