@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,10 +86,12 @@ class RoomsSessions:
         return EchoRoom(self)
 
     def close(self) -> None:
+        """Close every session opened so far (each one, even if closing another raised)."""
         self._closed = True
         clients, self._clients = self._clients, []
-        for client in clients:
-            client.close()
+        with ExitStack() as closing:
+            for client in clients:
+                closing.callback(client.close)
 
     def __enter__(self) -> Self:
         return self
@@ -224,7 +226,7 @@ class EchoRollout:
         }
 
 
-def environment_reward(completions: list[Any], env_reward: list[float], **kwargs: Any) -> list[float]:
+def environment_reward(completions: list[Any], env_reward: list[float | None], **kwargs: Any) -> list[float | None]:
     """The reward the rollout got from Rooms (forwarded from `EchoRollout`)."""
     return env_reward
 
@@ -247,14 +249,14 @@ def smoke_tokenizer(tool: Any) -> Any:
     trainer = trainers.BpeTrainer(
         vocab_size=1000, special_tokens=specials + markers, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
-    probe = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE()))
+    probe = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE()))  # type: ignore[no-untyped-call]
     probe.chat_template = qwen2_5_chat_template
     corpus = [
         probe.apply_chat_template(conversation, tools=[tool], tokenize=False)
         for conversation in warmup_conversations(40)
     ]
     backend.train_from_iterator(corpus, trainer)
-    tokenizer = PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", additional_special_tokens=specials
     )
     tokenizer.chat_template = qwen2_5_chat_template
@@ -264,7 +266,7 @@ def smoke_tokenizer(tool: Any) -> Any:
 def warmup_conversations(count: int, seed: int = 0) -> list[list[dict[str, Any]]]:
     """Conversations in which the assistant calls `echo` with messages of varied length."""
     rng = random.Random(seed)
-    conversations = []
+    conversations: list[list[dict[str, Any]]] = []
     for _ in range(count):
         message = rng.choice(SMOKE_WORDS)
         call = {"type": "function", "function": {"name": "echo", "arguments": {"message": message}}}
@@ -349,7 +351,7 @@ def reward_logger(sessions: RoomsSessions, reward_key: str, steps: list[StepLog]
     """A callback pairing each step's logged reward with the rewards the environment returned during it."""
     from transformers import TrainerCallback
 
-    class RewardLogger(TrainerCallback):  # type: ignore[misc]
+    class RewardLogger(TrainerCallback):
         seen = 0
 
         def on_log(
@@ -431,7 +433,7 @@ def check_server(base_url: str) -> None:
 def train(args: argparse.Namespace, base_url: str, steps: list[StepLog]) -> RoomsSessions:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # environment_factory and rollout_func are experimental
     from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOConfig, GRPOTrainer  # type: ignore[attr-defined]
 
     rollouts = args.prompts_per_step * args.generations
     with RoomsSessions(base_url) as sessions, tempfile.TemporaryDirectory() as scratch:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +41,22 @@ def trl_group_installed() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("trl", "transformers", "torch"))
 
 
-@pytest.fixture
-def trl_group() -> None:
+@pytest.fixture(scope="module")
+def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A Rooms server that serves MAX_CONCURRENT_ENVS sessions at once, and refuses more; for this module."""
     require(trl_group_installed(), "needs the trl dependency group: `uv sync --group trl`")
+    factory = ServerFactory(tmp_path_factory.mktemp("trl-server"))
+    yield factory(env={"MAX_CONCURRENT_ENVS": str(MAX_CONCURRENT_ENVS)})
+    factory.stop_all()
 
 
-@pytest.fixture
-def small_server(trl_group: None, server_factory: ServerFactory) -> LiveServer:
-    """A Rooms server that serves MAX_CONCURRENT_ENVS sessions at once, and refuses more."""
-    return server_factory(env={"MAX_CONCURRENT_ENVS": str(MAX_CONCURRENT_ENVS)})
+def readme_command(kind: str, server: LiveServer) -> list[str]:
+    """The README's `uv run --group trl python examples/trl_grpo.py ...` command of this kind, as words."""
+    [block] = readme_blocks(kind)
+    assert "http://localhost:8000" in block.code
+    words = shlex.split(block.code.replace("http://localhost:8000", server.url))
+    assert words[:6] == ["uv", "run", "--group", "trl", "python", "examples/trl_grpo.py"], block.code
+    return words
 
 
 def open_sessions(url: str, count: int) -> tuple[list[Any], list[str]]:
@@ -75,11 +84,10 @@ def assert_server_accepts_every_session(url: str) -> None:
             client.close()
 
 
-def train_then_check_sessions(server: LiveServer, tmp_path: Path, *options: str) -> dict[str, Any]:
-    """Run the example's smoke mode; once it has trained, check the server has every session free."""
+def train_then_check_sessions(tmp_path: Path, server: LiveServer, arguments: list[str]) -> dict[str, Any]:
+    """Run the example; once it has trained, and while its process lives, check every session is free."""
     log_path = tmp_path / "run.json"
-    command = [sys.executable, "-c", DRIVER, str(EXAMPLE), "--smoke", "--base-url", server.url]
-    command += ["--log-json", str(log_path), *options]
+    command = [sys.executable, "-c", DRIVER, str(EXAMPLE), *arguments, "--log-json", str(log_path)]
     process = subprocess.Popen(
         command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -97,7 +105,10 @@ def train_then_check_sessions(server: LiveServer, tmp_path: Path, *options: str)
         process.stdin.close()
         output.extend(process.stdout)
         process.wait(timeout=60)
-    assert process.returncode == 0, "".join(output)
+    printed = "".join(output)
+    assert process.returncode == 0, printed
+    assert f"step {SMOKE_STEPS}: reward " in printed, printed
+    assert f"sessions opened: {ROLLOUTS_PER_STEP} (closed now)" in printed, printed
     log: dict[str, Any] = json.loads(log_path.read_text())
     return log
 
@@ -120,11 +131,14 @@ def assert_rewards_are_the_environments(log: dict[str, Any]) -> None:
 
 @pytest.mark.trl
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("variant", ["environment_factory", "rollout_func"])
-def test_smoke_run_trains_on_the_environments_rewards_and_frees_its_sessions(
-    variant: str, small_server: LiveServer, tmp_path: Path
+@pytest.mark.parametrize("variant", [[], ["--variant", "rollout_func"]], ids=["environment_factory", "rollout_func"])
+def test_readme_smoke_run_trains_on_the_environments_rewards_and_frees_its_sessions(
+    variant: list[str], small_server: LiveServer, tmp_path: Path
 ) -> None:
-    log = train_then_check_sessions(small_server, tmp_path, "--variant", variant)
+    """The README's smoke command (and its rollout_func variant), run with this suite's Python."""
+    arguments = readme_command("trl-smoke", small_server)[6:] + variant
+    log = train_then_check_sessions(tmp_path, small_server, arguments)
+    assert log["variant"] == (variant[1] if variant else "environment_factory")
     rollouts = ROLLOUTS_PER_STEP * SMOKE_STEPS
     assert log["calls"]["reset"] == rollouts
     assert log["calls"]["get_reward"] == rollouts
@@ -134,30 +148,15 @@ def test_smoke_run_trains_on_the_environments_rewards_and_frees_its_sessions(
     assert log["sessions_opened"] == ROLLOUTS_PER_STEP, "one session per rollout of a step, reused across steps"
 
 
-def run_readme_block(block: Block, server: LiveServer) -> subprocess.CompletedProcess[str]:
-    assert "http://localhost:8000" in block.code
-    command = block.code.replace("http://localhost:8000", server.url)
-    return subprocess.run(["bash", "-euc", command], cwd=ROOT, capture_output=True, text=True, timeout=540, check=False)
-
-
 @pytest.mark.trl
-@pytest.mark.timeout(600)
-@pytest.mark.parametrize("block", readme_blocks("trl-smoke"), ids=lambda b: b.id)
-def test_readme_smoke_command_trains(block: Block, small_server: LiveServer) -> None:
-    result = run_readme_block(block, small_server)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert f"step {SMOKE_STEPS}: reward " in result.stdout
-    assert f"sessions opened: {ROLLOUTS_PER_STEP} (closed now)" in result.stdout
-
-
-@pytest.mark.trl
-@pytest.mark.parametrize("block", readme_blocks("trl-gpu"), ids=lambda b: b.id)
-def test_readme_gpu_command_runs_up_to_the_gpu(block: Block, small_server: LiveServer) -> None:
+def test_readme_gpu_command_runs_up_to_the_gpu(small_server: LiveServer) -> None:
+    """As written, against a live server: it parses its options, reaches the server, then stops for want of a GPU."""
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is here: the command would train for real, longer than the suite allows")
-    result = run_readme_block(block, small_server)
+    command = readme_command("trl-gpu", small_server)
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "needs a CUDA GPU and none is available here" in result.stderr, result.stderr
 
