@@ -62,6 +62,8 @@ class RoomsSessions:
         with RoomsSessions("http://localhost:8000") as sessions:
             trainer = GRPOTrainer(..., environment_factory=sessions.environment)
             trainer.train()
+        if args.output_dir is not None:
+            trainer.save_model(str(args.output_dir))
         # every session the trainer opened is closed here, even if training raised
     """
 
@@ -368,6 +370,13 @@ def reward_logger(sessions: RoomsSessions, reward_key: str, steps: list[StepLog]
     return RewardLogger()
 
 
+def positive_int(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     server = parser.add_mutually_exclusive_group()
@@ -376,15 +385,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="Qwen/Qwen3-0.6B", help="a chat model with tool calling (needs a GPU)")
     parser.add_argument("--smoke", action="store_true", help="a tiny model made locally, 2 steps on CPU")
     parser.add_argument("--variant", choices=["environment_factory", "rollout_func"], default="environment_factory")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: 200, or 2 with --smoke)")
-    parser.add_argument("--generations", type=int, default=None, help="completions per prompt (default 8, smoke 2)")
     parser.add_argument(
-        "--prompts-per-step", type=int, default=2, help="prompts per step (rollouts = this x generations)"
+        "--steps", type=positive_int, default=None, help="training steps (default: 200, or 2 with --smoke)"
     )
-    parser.add_argument("--max-completion-length", type=int, default=None, help="tokens per completion")
+    parser.add_argument(
+        "--generations", type=positive_int, default=None, help="completions per prompt (default 8, smoke 2)"
+    )
+    parser.add_argument(
+        "--prompts-per-step", type=positive_int, default=2, help="prompts per step (rollouts = this x generations)"
+    )
+    parser.add_argument("--max-completion-length", type=positive_int, default=None, help="tokens per completion")
     parser.add_argument("--learning-rate", type=float, default=None)
-    parser.add_argument("--warmup-steps", type=int, default=100, help="--smoke: supervised warm-up steps")
-    parser.add_argument("--output-dir", type=Path, default=None, help="checkpoints (default: a temporary directory)")
+    parser.add_argument("--warmup-steps", type=positive_int, default=100, help="--smoke: supervised warm-up steps")
+    parser.add_argument(
+        "--output-dir", type=Path, default=None, help="save the trained model here (default: not saved)"
+    )
     parser.add_argument("--log-json", type=Path, help="write per-step rewards and what the environment returned")
     parser.add_argument("--plot", type=Path, help="save a plot of reward per step (needs matplotlib)")
     args = parser.parse_args(argv)
@@ -460,6 +475,7 @@ def train(args: argparse.Namespace, base_url: str, steps: list[StepLog]) -> Room
             report_to="none",
             use_cpu=args.smoke,
             bf16=not args.smoke,
+            chat_template_kwargs={} if args.smoke else {"enable_thinking": False},  # Qwen3: answer without thinking
             seed=0,
         )
         dataset = Dataset.from_list(
@@ -486,6 +502,8 @@ def train(args: argparse.Namespace, base_url: str, steps: list[StepLog]) -> Room
             reward_key = f"rewards/{environment_reward.__name__}/mean"
         trainer.add_callback(reward_logger(sessions, reward_key, steps))
         trainer.train()
+        if args.output_dir is not None:
+            trainer.save_model(str(args.output_dir))
         print(f"sessions opened: {sessions.opened} (closed now)", flush=True)
     return sessions
 
