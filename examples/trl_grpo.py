@@ -62,8 +62,6 @@ class RoomsSessions:
         with RoomsSessions("http://localhost:8000") as sessions:
             trainer = GRPOTrainer(..., environment_factory=sessions.environment)
             trainer.train()
-        if args.output_dir is not None:
-            trainer.save_model(str(args.output_dir))
         # every session the trainer opened is closed here, even if training raised
     """
 
