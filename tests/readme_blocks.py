@@ -28,6 +28,9 @@ KINDS = {
     "swarm": "run by tests/test_swarm.py on a single-node swarm (its stack name and replica addresses substituted)",
     "swarm-host": "needs a normal Docker host (the routing mesh) or several machines; tests/test_swarm.py runs "
     "the DockerSwarmProvider block where the mesh answers",
+    "trl-smoke": "run as written against a live server (localhost:8000 replaced) by tests/test_trl_example.py",
+    "trl-gpu": "run against a live server up to where a GPU is needed (tests/test_trl_example.py)",
+    "trl-excerpt": "must appear in examples/trl_grpo.py, indentation aside",
 }
 
 _MARKED_BLOCK = re.compile(
