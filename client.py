@@ -149,6 +149,8 @@ class RoomsSyncEnv(SyncEnvClient[RoomsAction, RoomsObservation, State]):
     `ConnectionError` when the server cannot be reached, `RuntimeError("Server
     error: ...")` for an error frame, `TimeoutError` after `message_timeout_s`,
     and a new session on the next call once the server has closed the socket.
+    A session lost while a call waits for its reply (the server died) raises
+    `ConnectionError` too, where OpenEnv's raises websockets' `ConnectionClosedError`.
     `websockets` answers the server's pings between calls, in its own thread.
     """
 
@@ -241,6 +243,9 @@ class RoomsSyncEnv(SyncEnvClient[RoomsAction, RoomsObservation, State]):
                 socket.send(json.dumps(message))
             try:
                 reply = socket.recv(timeout=self.client.arguments["message_timeout_s"], decode=False)
+            except ConnectionClosed as closed:
+                self._socket = None
+                raise ConnectionError(f"The server closed the session before replying: {closed}") from closed
             except TimeoutError:
                 # A late reply must never be read as the answer to the next request.
                 self._socket = None

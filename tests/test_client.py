@@ -379,3 +379,31 @@ async def test_the_sync_client_works_inside_a_running_event_loop(base_url):
         env.reset(episode_id="in-a-loop")
         assert env.step(RoomsAction(message="Hi")).reward == 0.2
         assert env.state() == State(episode_id="in-a-loop", step_count=1)
+
+
+@pytest.fixture(scope="module")
+def vanishing_peer() -> Iterator[str]:
+    """A WebSocket peer that drops the connection instead of answering a step of "vanish"."""
+
+    async def answer(ws: Any) -> None:
+        async for frame in ws:
+            message = json.loads(frame)
+            text = message.get("data", {}).get("message", "")
+            if text == "vanish":
+                ws.transport.abort()  # no close frame: as when the server's machine dies
+                return
+            observation = {"echoed_message": text, "message_length": len(text), "metadata": {}}
+            await ws.send(json.dumps({"type": "observation",
+                                      "data": {"observation": observation, "reward": len(text) / 10, "done": False}}))
+
+    port = free_port()
+    with websockets_server(answer, port):
+        yield f"http://127.0.0.1:{port}"
+
+
+def test_a_session_lost_while_waiting_for_a_reply_raises_connection_error(vanishing_peer):
+    with RoomsEnv(base_url=vanishing_peer).sync() as env:
+        assert env.step(RoomsAction(message="before")).reward == 0.6
+        with pytest.raises(ConnectionError, match="closed the session before replying"):
+            env.step(RoomsAction(message="vanish"))
+        assert env.step(RoomsAction(message="after")).reward == 0.5  # on a new connection

@@ -39,6 +39,7 @@ from rooms_bench.servers import (
     start_rooms,
     start_template,
 )
+from rooms_bench import failover
 from rooms_bench.sessions import env_client_async, sessions_for, websocket_sync
 
 # Sessions the async comparison with the template runs, at least: servers are started with room for them.
@@ -54,9 +55,10 @@ class Subcommand:
     run: Callable[[argparse.Namespace], int]
 
 
-# Subcommands beside the default measurement, e.g.
-# "capacity": Subcommand(capacity.HELP, capacity.add_arguments, capacity.run).
-SUBCOMMANDS: dict[str, Subcommand] = {}
+# Subcommands beside the default measurement.
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "failover": Subcommand(failover.HELP, failover.add_arguments, failover.run),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,17 +28,18 @@ from typing import Any
 
 import requests
 from rich.console import Console
+
+HELP = (__doc__ or "").split("\n\n")[0].split(": ", 1)[1]
 from rich.table import Table
-from websockets.exceptions import ConnectionClosed
 
 from rooms import RoomsAction, RoomsEnv
 from rooms.client import RoomsSyncEnv
 
 console = Console(stderr=True)
 CAPACITY_REACHED = "CAPACITY_REACHED"
-# How a session learns that its replica is gone: `ConnectionError` when the next call cannot reconnect,
-# websockets' `ConnectionClosed` when the replica dies while a call waits for its reply.
-REPLICA_GONE = (ConnectionError, ConnectionClosed)
+# How a session learns that its replica is gone: the client raises `ConnectionError`, whether the replica
+# died while a call waited for its reply or the next call cannot reconnect.
+REPLICA_GONE = (ConnectionError,)
 # How often the Swarm service's tasks are listed again while the load runs.
 DISCOVERY_INTERVAL_S = 0.5
 
@@ -309,7 +310,7 @@ def summarize(
         {"url": url, "kind": kind, "count": n} for (url, kind), n in sorted(tally.errors.items())
     ]
     elsewhere = sum(e["count"] for e in errors if e["url"] != killed_url)
-    expected_kinds = {kind.__name__ for kind in REPLICA_GONE} | {"ConnectionClosedError", "ConnectionClosedOK"}
+    expected_kinds = {kind.__name__ for kind in REPLICA_GONE}
     unexpected = sum(e["count"] for e in errors if e["kind"] not in expected_kinds)
     replica_back_s = None
     if watch is not None and watch.killed_at is not None and watch.back_at is not None:
@@ -366,7 +367,7 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rooms-bench failover", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="rooms-bench failover", description=HELP)
     add_arguments(parser)
     args = parser.parse_args(argv)
     problem = argument_problem(args)
