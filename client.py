@@ -35,7 +35,7 @@ from rooms.models import RoomsAction, RoomsObservation
 
 ENV_CLIENT_ARGUMENTS = inspect.signature(EnvClient.__init__)
 # websockets >= 17 warns about a connection opened without `with` unless asked for directly.
-DIRECT_CONNECTION = {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
+DIRECT_CONNECTION: dict[str, Any] = {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
 
 
 class RoomsEnv(EnvClient[RoomsAction, RoomsObservation, State]):
@@ -90,7 +90,7 @@ class RoomsEnv(EnvClient[RoomsAction, RoomsObservation, State]):
         """
 
         def start() -> RoomsEnv:
-            containers = provider or LocalDockerProvider()
+            containers = provider or LocalDockerProvider()  # type: ignore[no-untyped-call]
             try:
                 base_url = containers.start_container(image, **kwargs)
                 containers.wait_for_ready(base_url)
@@ -120,7 +120,9 @@ class RoomsEnv(EnvClient[RoomsAction, RoomsObservation, State]):
             tag = provider_kwargs.pop("tag", "latest")
             image = f"registry.hf.space/{hf_space_subdomain(repo_id)}:{tag}"
             return cls.from_docker_image(image, provider, **provider_kwargs)  # type: ignore[arg-type]
-        start_args = {key: provider_kwargs.pop(key) for key in ("port", "env_vars", "workers") if key in provider_kwargs}
+        start_args = {
+            key: provider_kwargs.pop(key) for key in ("port", "env_vars", "workers") if key in provider_kwargs
+        }
         if provider is None:
             project_path = provider_kwargs.pop("project_path", f"git+https://huggingface.co/spaces/{repo_id}")
             provider = UVProvider(project_path=project_path, **provider_kwargs)
@@ -221,17 +223,17 @@ class RoomsSyncEnv(SyncEnvClient[RoomsAction, RoomsObservation, State]):
         self._socket = None
         arguments = self.client.arguments
         ws_url = convert_to_ws_url(self._url()) + "/ws"
+        options: dict[str, Any] = {
+            "open_timeout": arguments["connect_timeout_s"],
+            "max_size": int(arguments["max_message_size_mb"] * 1024 * 1024),
+            "ping_interval": arguments["websocket_ping_interval_s"],
+            "ping_timeout": arguments["websocket_ping_timeout_s"],
+            "additional_headers": arguments["headers"],
+            **({"proxy": None} if is_loopback(ws_url) else {}),
+            **DIRECT_CONNECTION,
+        }
         try:
-            self._socket = connect(
-                ws_url,
-                open_timeout=arguments["connect_timeout_s"],
-                max_size=int(arguments["max_message_size_mb"] * 1024 * 1024),
-                ping_interval=arguments["websocket_ping_interval_s"],
-                ping_timeout=arguments["websocket_ping_timeout_s"],
-                additional_headers=arguments["headers"],
-                **({"proxy": None} if is_loopback(ws_url) else {}),
-                **DIRECT_CONNECTION,
-            )
+            self._socket = connect(ws_url, **options)
         except Exception as error:
             raise ConnectionError(f"Failed to connect to {ws_url}: {error}") from error
         return self._socket
@@ -251,7 +253,8 @@ class RoomsSyncEnv(SyncEnvClient[RoomsAction, RoomsObservation, State]):
                 self._socket = None
                 threading.Thread(target=socket.close, daemon=True).start()
                 raise asyncio.TimeoutError(f"No reply within {self.client.arguments['message_timeout_s']} s") from None
-        return raise_for_server_error(from_json(reply)).get("data", {})
+        data: dict[str, Any] = raise_for_server_error(from_json(reply)).get("data", {})
+        return data
 
 
 class RoomsLaunch(Coroutine[Any, Any, RoomsEnv]):

@@ -14,7 +14,6 @@ WebSocket frames larger than the bound are refused by the server itself
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 from openenv.core.env_server.types import WSErrorCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -73,12 +72,19 @@ class ClientLimits:
         await self.app(scope, replay, send)
 
     async def _too_large(self, send: Send) -> None:
-        body = json.dumps({
-            "detail": f"Request body is larger than {self.max_body_bytes} bytes, the limit that follows from "
-            "ROOMS_MAX_MESSAGE_LENGTH"
-        }).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        body = json.dumps(
+            {
+                "detail": f"Request body is larger than {self.max_body_bytes} bytes, the limit that follows from "
+                "ROOMS_MAX_MESSAGE_LENGTH"
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -94,7 +100,12 @@ def _checked_frames(receive: Receive, send: Send) -> Receive:
             if problem is None:
                 return message
             code, text = problem
-            await send({"type": "websocket.send", "text": json.dumps({"type": "error", "data": {"message": text, "code": code}})})
+            await send(
+                {
+                    "type": "websocket.send",
+                    "text": json.dumps({"type": "error", "data": {"message": text, "code": code}}),
+                }
+            )
 
     return receive_checked
 
@@ -126,7 +137,7 @@ def explained(error_frame: str) -> str:
     return json.dumps(frame)
 
 
-def frame_problem(text: Optional[str]) -> Optional[tuple[str, str]]:
+def frame_problem(text: str | None) -> tuple[str, str] | None:
     """Why OpenEnv's handler could not take this frame, or None if it can."""
     if text is None:
         return WSErrorCode.INVALID_JSON, "Binary frames are not accepted: send each message as a JSON text frame"
@@ -142,6 +153,7 @@ def frame_problem(text: Optional[str]) -> Optional[tuple[str, str]]:
     if not isinstance(value, dict):
         return (
             WSErrorCode.VALIDATION_ERROR,
-            f'A message must be a JSON object such as {{"type": "step", "data": {{...}}}}, not a JSON {type(value).__name__}',
+            'A message must be a JSON object such as {"type": "step", "data": {...}}, '
+            f"not a JSON {type(value).__name__}",
         )
     return None

@@ -4,6 +4,7 @@ the synchronous transport with openenv's own client (results and exceptions)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -11,10 +12,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from openenv.core.env_server.types import State
@@ -30,7 +32,7 @@ def _outcome(call: Callable[[], Any]) -> Any:
     """A call's result, or its exception as (type, text)."""
     try:
         return call()
-    except Exception as exc:  # noqa: BLE001 - the exception is the outcome
+    except Exception as exc:
         return (type(exc), str(exc))
 
 
@@ -163,7 +165,7 @@ def _comparable(outcomes: list) -> list:
 def test_all_forms_give_the_same_results(base_url):
     outcomes = {form: _comparable(run(base_url, episode)) for form, run in FORMS.items()}
     assert all(outcome == outcomes["openenv-sync"] for outcome in outcomes.values()), outcomes
-    reset, hello, unicode, state = FORMS["rooms-sync"](base_url, episode)
+    _, hello, unicode, state = FORMS["rooms-sync"](base_url, episode)
     assert (hello.reward, unicode.observation.message_length, state.step_count) == (1.3, 6, 2)
 
 
@@ -211,13 +213,17 @@ def slow_peer() -> Iterator[str]:
                 await ws.send(json.dumps({"type": "state", "data": {"episode_id": "slow", "step_count": 0}}))
                 continue
             text = message.get("data", {}).get("message", "")
-            try:
+            with contextlib.suppress(ValueError):
                 await asyncio.sleep(float(text))
-            except ValueError:
-                pass
             observation = {"echoed_message": text, "message_length": len(text), "metadata": {}}
-            await ws.send(json.dumps({"type": "observation",
-                                      "data": {"observation": observation, "reward": len(text) / 10, "done": False}}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "observation",
+                        "data": {"observation": observation, "reward": len(text) / 10, "done": False},
+                    }
+                )
+            )
 
     port = free_port()
     with websockets_server(answer, port):
@@ -227,7 +233,12 @@ def slow_peer() -> Iterator[str]:
 @pytest.mark.parametrize("form", FORMS)
 def test_a_timeout_raises_timeout_error_and_the_next_call_works(slow_peer, form):
     def script(do):
-        return [do("reset"), do("step", RoomsAction(message="0.5")), do("step", RoomsAction(message="fast")), do("state")]
+        return [
+            do("reset"),
+            do("step", RoomsAction(message="0.5")),
+            do("step", RoomsAction(message="fast")),
+            do("state"),
+        ]
 
     reset, slow, fast, state = FORMS[form](slow_peer, script, message_timeout_s=0.2)
     assert reset.observation.echoed_message == ""
@@ -249,7 +260,7 @@ def test_server_restart_mid_episode(server_factory, form):
         after = [do("reset", episode_id="after"), do("step", RoomsAction(message="after")), do("state")]
         return [before, down, *after]
 
-    before, down, reset, after, state = FORMS[form](server.url, script)
+    before, down, _, after, state = FORMS[form](server.url, script)
     assert before.reward == 0.6
     assert issubclass(down[0], ConnectionError), down
     assert f"Failed to connect to ws://127.0.0.1:{server.port}/ws" in down[1]
@@ -258,8 +269,19 @@ def test_server_restart_mid_episode(server_factory, form):
 
 def uvicorn_command(port: int, *options: str) -> list[str]:
     """Rooms served by uvicorn's own command line, for settings the `server` script keeps fixed."""
-    return [sys.executable, "-m", "uvicorn", "rooms.server.app:app", "--host", "127.0.0.1", "--port", str(port),
-            "--ws", "websockets-sansio", *options]
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "rooms.server.app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ws",
+        "websockets-sansio",
+        *options,
+    ]
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -273,7 +295,7 @@ def test_idle_longer_than_the_server_ping_timeout_keeps_the_episode(server_facto
         time.sleep(3)
         return [*first, do("step", RoomsAction(message="after")), do("state")]
 
-    reset, before, after, state = FORMS[form](f"http://127.0.0.1:{port}", script)
+    _, before, after, state = FORMS[form](f"http://127.0.0.1:{port}", script)
     assert (before.reward, after.reward) == (0.6, 0.5)
     assert state == State(episode_id="idle", step_count=2)
 
@@ -292,7 +314,7 @@ def test_a_server_that_stops_answering_pings_is_left_for_a_new_session(server_fa
             os.killpg(server.process.pid, signal.SIGCONT)
         return [*first, do("state")]
 
-    reset, before, state = FORMS[form](server.url, script, websocket_ping_interval_s=0.2, websocket_ping_timeout_s=0.3)
+    _, before, state = FORMS[form](server.url, script, websocket_ping_interval_s=0.2, websocket_ping_timeout_s=0.3)
     assert before.reward == 0.6
     assert state.step_count == 0 and state.episode_id != "frozen"
 
@@ -303,10 +325,26 @@ def tls_certificate(tmp_path_factory) -> Path:
     require(shutil.which("openssl") is not None, "needs the `openssl` command to make a test certificate")
     directory = tmp_path_factory.mktemp("tls")
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost", "-keyout", str(directory / "key.pem"),
-         "-out", str(directory / "cert.pem")],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-keyout",
+            str(directory / "key.pem"),
+            "-out",
+            str(directory / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
     )
     return directory / "cert.pem"
 
@@ -315,8 +353,11 @@ def tls_certificate(tmp_path_factory) -> Path:
 def test_wss_with_messages_spanning_many_tls_records(server_factory, tls_certificate, monkeypatch, base_url, form):
     port = free_port()
     key = tls_certificate.with_name("key.pem")
-    server_factory(command=uvicorn_command(port, "--ssl-certfile", str(tls_certificate), "--ssl-keyfile", str(key)),
-                   port=port, wait=False)
+    server_factory(
+        command=uvicorn_command(port, "--ssl-certfile", str(tls_certificate), "--ssl-keyfile", str(key)),
+        port=port,
+        wait=False,
+    )
     url = f"https://localhost:{port}"
     wait_until_healthy(url, verify=str(tls_certificate))
     monkeypatch.setenv("SSL_CERT_FILE", str(tls_certificate))
@@ -352,7 +393,7 @@ async def test_sixteen_async_sessions_stay_isolated(base_url):
     async def session(n: int):
         async with RoomsEnv(base_url=base_url) as env:
             await env.reset(episode_id=f"session-{n}")
-            for i in range(n + 1):  # a different number of steps per session
+            for _ in range(n + 1):  # a different number of steps per session
                 result = await env.step(RoomsAction(message="s" * n))
                 await asyncio.sleep(0)
             return n, result, await env.state()
@@ -393,8 +434,14 @@ def vanishing_peer() -> Iterator[str]:
                 ws.transport.abort()  # no close frame: as when the server's machine dies
                 return
             observation = {"echoed_message": text, "message_length": len(text), "metadata": {}}
-            await ws.send(json.dumps({"type": "observation",
-                                      "data": {"observation": observation, "reward": len(text) / 10, "done": False}}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "observation",
+                        "data": {"observation": observation, "reward": len(text) / 10, "done": False},
+                    }
+                )
+            )
 
     port = free_port()
     with websockets_server(answer, port):

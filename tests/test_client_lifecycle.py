@@ -120,9 +120,8 @@ def test_reproduction_1_a_child_session_is_closed_with_its_parent(server_factory
     parent = RoomsEnv(base_url=server.url).sync()
     child = parent.new_session()
     parent.close()
-    with RoomsEnv(base_url=server.url).sync() as next_client:
-        with next_client.new_session() as its_child:
-            assert its_child.step(RoomsAction(message="room")).reward == 0.4
+    with RoomsEnv(base_url=server.url).sync() as next_client, next_client.new_session() as its_child:
+        assert its_child.step(RoomsAction(message="room")).reward == 0.4
     assert child.sessions == []
 
 
@@ -197,8 +196,10 @@ def test_handles_start_one_server_and_close_stops_it(tmp_path: Path, script):
 def test_reproduction_2_and_4_a_handle_resolved_twice_raises_and_leaves_nothing_running(tmp_path):
     provider = LocalServerProvider(tmp_path)
     second, third = handle_resolved_twice(RoomsEnv, provider)
-    assert second == ("RuntimeError", "This bootstrap handle has already been resolved; "
-                      "call the factory again to start a new environment.")
+    assert second == (
+        "RuntimeError",
+        "This bootstrap handle has already been resolved; call the factory again to start a new environment.",
+    )
     assert third == second
     assert (len(provider.started), provider.running) == (1, 0)
 

@@ -84,7 +84,9 @@ def violations(source: str, classes: dict[str, type]) -> list[str]:
 @pytest.mark.parametrize("module_name", sorted(SHIPPED))
 def test_shipped_module_uses_only_public_api(module_name):
     module = importlib.import_module(module_name)
-    classes = {name: obj for name, obj in vars(module).items() if inspect.isclass(obj) and obj.__module__ == module_name}
+    classes = {
+        name: obj for name, obj in vars(module).items() if inspect.isclass(obj) and obj.__module__ == module_name
+    }
     assert violations(SHIPPED[module_name].read_text(encoding="utf-8"), classes) == []
 
 

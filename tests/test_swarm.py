@@ -12,7 +12,6 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -175,9 +174,7 @@ def test_bench_over_both_replicas_runs_clean(stack: Stack, tmp_path: Path) -> No
 
 def test_killing_a_replica_under_load_loses_only_its_sessions(stack: Stack, tmp_path: Path) -> None:
     command = shlex.split(swarm_block("--kill-at").code.replace("rooms_rooms", stack.service))
-    status, report, output = run_failover_bench(
-        tmp_path, *command[command.index("failover") + 1 :], timeout=240
-    )
+    status, report, output = run_failover_bench(tmp_path, *command[command.index("failover") + 1 :], timeout=240)
     print(output)
     assert report["killed_url"] in stack.urls, report
     # Four sessions round-robin over two replicas: two on the one killed.

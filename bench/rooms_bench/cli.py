@@ -19,6 +19,7 @@ from pathlib import Path
 
 import requests
 
+from rooms_bench import failover
 from rooms_bench.compare import (
     COLD_START_ROUNDS,
     Contender,
@@ -39,7 +40,6 @@ from rooms_bench.servers import (
     start_rooms,
     start_template,
 )
-from rooms_bench import failover
 from rooms_bench.sessions import env_client_async, sessions_for, websocket_sync
 
 # Sessions the async comparison with the template runs, at least: servers are started with room for them.

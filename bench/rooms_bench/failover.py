@@ -28,12 +28,12 @@ from typing import Any
 
 import requests
 from rich.console import Console
-
-HELP = (__doc__ or "").split("\n\n")[0].split(": ", 1)[1]
 from rich.table import Table
 
 from rooms import RoomsAction, RoomsEnv
 from rooms.client import RoomsSyncEnv
+
+HELP = (__doc__ or "").split("\n\n")[0].split(": ", 1)[1]
 
 console = Console(stderr=True)
 CAPACITY_REACHED = "CAPACITY_REACHED"
