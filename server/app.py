@@ -3,9 +3,11 @@
 Run it with `uv run server`, `python -m rooms.server.app`, or from the project
 directory with `uvicorn server.app:app`. Settings come from the environment:
 
-- `MAX_CONCURRENT_ENVS`: WebSocket sessions served at once (default 64).
+- `MAX_CONCURRENT_ENVS`: WebSocket sessions served at once, per worker (default 512).
 - `SESSION_TIMEOUT_S`: reap sessions idle this long (default: never).
 - `ENABLE_WEB_INTERFACE`: `true` serves the Gradio playground at `/web`.
+- `ROOMS_WS_PING_INTERVAL_S`, `ROOMS_WS_PING_TIMEOUT_S`: the server pings every WebSocket this
+  often and closes one whose pong is this late, freeing its session (defaults 20 and 20, uvicorn's).
 - `ROOMS_MAX_MESSAGE_LENGTH`: longest message, in characters; request bodies and
   WebSocket frames are bounded accordingly (see `server/limits.py`).
 """
@@ -31,7 +33,9 @@ from rooms.models import RoomsAction, RoomsObservation
 from rooms.server.limits import MAX_PAYLOAD_BYTES, ClientLimits
 from rooms.server.rooms_environment import RoomsEnvironment
 
-DEFAULT_MAX_CONCURRENT_ENVS = 64
+# TRL's AsyncGRPO keeps 128 rollouts in flight: 512 runs it with 4x headroom. An idle session costs
+# tens of KB of server memory (see the README's capacity sweep), so 512 hold well under 50 MB.
+DEFAULT_MAX_CONCURRENT_ENVS = 512
 
 
 def _positive_number_from_env(name: str, default: Optional[str], convert: type) -> Optional[float]:
@@ -91,18 +95,41 @@ def serve_docs_without_cdn(app: FastAPI) -> None:
 # The /web page reads the README from this path when it is given a class.
 os.environ.setdefault("ENV_README_PATH", str(resources.files("rooms").joinpath("README.md")))
 
+def add_capacity_route(app: FastAPI, max_sessions: int) -> None:
+    """`GET /capacity`: this worker's WebSocket sessions, its limit, its free slots and its pid."""
+
+    @app.get("/capacity", tags=["Health"], summary="Sessions open and free in this worker process")
+    async def capacity() -> dict[str, int]:
+        active = RoomsEnvironment.open_instances()
+        return {"active_sessions": active, "max_sessions": max_sessions,
+                "free_slots": max(0, max_sessions - active), "pid": os.getpid()}
+
+
+CONCURRENCY = concurrency_config_from_env()
 app = create_app(
     RoomsEnvironment,
     RoomsAction,
     RoomsObservation,
     env_name="rooms",
-    concurrency_config=concurrency_config_from_env(),
+    concurrency_config=CONCURRENCY,
 )
 serve_docs_without_cdn(app)
+add_capacity_route(app, CONCURRENCY.max_concurrent_envs)
 app.add_middleware(ClientLimits)
 
 SHUTDOWN_GRACE_S = 3  # open WebSockets are closed (1012) and the process exits within this
 WORKER_HEALTHCHECK_TIMEOUT_S = 60
+
+
+WS_PING_DEFAULT_S = "20"  # uvicorn's own default for both
+
+
+def ws_keepalive_from_env() -> dict[str, Optional[float]]:
+    """uvicorn's WebSocket ping settings from `ROOMS_WS_PING_INTERVAL_S` and `ROOMS_WS_PING_TIMEOUT_S`."""
+    return {
+        "ws_ping_interval": _positive_number_from_env("ROOMS_WS_PING_INTERVAL_S", WS_PING_DEFAULT_S, float),
+        "ws_ping_timeout": _positive_number_from_env("ROOMS_WS_PING_TIMEOUT_S", WS_PING_DEFAULT_S, float),
+    }
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -115,9 +142,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def capacity_message(max_sessions: int, workers: int) -> str:
+    """What the `server` script says at start-up about the sessions it accepts."""
+    if workers > 1:
+        return (f"Rooms accepts up to {max_sessions} concurrent WebSocket sessions per worker, "
+                f"{max_sessions * workers} in all over {workers} workers (MAX_CONCURRENT_ENVS={max_sessions})")
+    return f"Rooms accepts up to {max_sessions} concurrent WebSocket sessions (MAX_CONCURRENT_ENVS={max_sessions})"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Entry point of the `server` console script."""
     args = parse_args(argv)
+    print(capacity_message(CONCURRENCY.max_concurrent_envs, args.workers), flush=True)
     target = "rooms.server.app:app" if args.reload or args.workers > 1 else app
     uvicorn.run(
         target,
@@ -134,6 +170,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         # With --workers, each worker first imports OpenEnv (and with it Gradio): several seconds on a
         # small or busy machine, longer than uvicorn's default 5 s before it kills a silent worker.
         timeout_worker_healthcheck=WORKER_HEALTHCHECK_TIMEOUT_S,
+        **ws_keepalive_from_env(),
     )
 
 

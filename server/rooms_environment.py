@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from functools import cache
 from importlib import metadata, resources
 from typing import Any, Optional
@@ -86,9 +87,33 @@ class RoomsEnvironment(Environment[RoomsAction, RoomsObservation, State]):
 
     SUPPORTS_CONCURRENT_SESSIONS = True
 
+    _open = 0  # instances created and not yet closed: the server's WebSocket sessions
+    _open_lock = threading.Lock()  # the server creates and closes sessions in executor threads
+
     def __init__(self) -> None:
         super().__init__()
         self._state = State(episode_id=str(uuid4()), step_count=0)
+        self._closed = False
+        with RoomsEnvironment._open_lock:
+            RoomsEnvironment._open += 1
+
+    def close(self) -> None:
+        """Release this instance's place in `open_instances()` (once, however often it is called)."""
+        with RoomsEnvironment._open_lock:
+            if not self._closed:
+                self._closed = True
+                RoomsEnvironment._open -= 1
+
+    @classmethod
+    def open_instances(cls) -> int:
+        """Instances created and not yet closed in this process.
+
+        The server keeps one per WebSocket session and closes it when the session ends. A stateless
+        HTTP `/reset` or `/step` creates and closes its own within one event-loop step, so a request
+        handled on the same event loop (such as `/capacity`) never sees it.
+        """
+        with cls._open_lock:
+            return cls._open
 
     def reset(
         self,
