@@ -34,7 +34,7 @@ from rooms.server.limits import MAX_PAYLOAD_BYTES, ClientLimits
 from rooms.server.rooms_environment import RoomsEnvironment
 
 # TRL's AsyncGRPO keeps 128 rollouts in flight: 512 runs it with 4x headroom. An idle session costs
-# tens of KB of server memory (see the README's capacity sweep), so 512 hold well under 50 MB.
+# 20-40 KB of server memory (README, Performance > Capacity): 512 of them, about 20 MB.
 DEFAULT_MAX_CONCURRENT_ENVS = 512
 
 
@@ -105,16 +105,15 @@ def add_capacity_route(app: FastAPI, max_sessions: int) -> None:
                 "free_slots": max(0, max_sessions - active), "pid": os.getpid()}
 
 
-CONCURRENCY = concurrency_config_from_env()
 app = create_app(
     RoomsEnvironment,
     RoomsAction,
     RoomsObservation,
     env_name="rooms",
-    concurrency_config=CONCURRENCY,
+    concurrency_config=concurrency_config_from_env(),
 )
 serve_docs_without_cdn(app)
-add_capacity_route(app, CONCURRENCY.max_concurrent_envs)
+add_capacity_route(app, concurrency_config_from_env().max_concurrent_envs)
 app.add_middleware(ClientLimits)
 
 SHUTDOWN_GRACE_S = 3  # open WebSockets are closed (1012) and the process exits within this
@@ -153,7 +152,7 @@ def capacity_message(max_sessions: int, workers: int) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Entry point of the `server` console script."""
     args = parse_args(argv)
-    print(capacity_message(CONCURRENCY.max_concurrent_envs, args.workers), flush=True)
+    print(capacity_message(concurrency_config_from_env().max_concurrent_envs, args.workers), flush=True)
     target = "rooms.server.app:app" if args.reload or args.workers > 1 else app
     uvicorn.run(
         target,
