@@ -123,7 +123,7 @@ WORKER_HEALTHCHECK_TIMEOUT_S = 60
 WS_PING_DEFAULT_S = "20"  # uvicorn's own default for both
 
 
-def ws_keepalive_from_env() -> dict[str, Optional[float]]:
+def ws_keepalive_from_env() -> dict[str, float | None]:
     """uvicorn's WebSocket ping settings from `ROOMS_WS_PING_INTERVAL_S` and `ROOMS_WS_PING_TIMEOUT_S`."""
     return {
         "ws_ping_interval": _positive_number_from_env("ROOMS_WS_PING_INTERVAL_S", WS_PING_DEFAULT_S, float),

@@ -104,8 +104,12 @@ def blackholed_session(ws_url: str) -> socket.socket:
     host, port = host_port.rsplit(":", 1)
     peer = socket.create_connection((host, int(port)), timeout=10)
     key = base64.b64encode(os.urandom(16)).decode()
-    peer.sendall((f"GET /ws HTTP/1.1\r\nHost: {host_port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    peer.sendall(
+        (
+            f"GET /ws HTTP/1.1\r\nHost: {host_port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
     response = b""
     while b"\r\n\r\n" not in response:
         response += peer.recv(4096)
@@ -118,8 +122,9 @@ def blackholed_session(ws_url: str) -> socket.socket:
 
 
 def test_half_open_peer_is_closed_by_pings_and_frees_its_slot(server_factory: Callable[..., LiveServer]) -> None:
-    server = server_factory(env={"MAX_CONCURRENT_ENVS": "1", "ROOMS_WS_PING_INTERVAL_S": "1",
-                                 "ROOMS_WS_PING_TIMEOUT_S": "1"})
+    server = server_factory(
+        env={"MAX_CONCURRENT_ENVS": "1", "ROOMS_WS_PING_INTERVAL_S": "1", "ROOMS_WS_PING_TIMEOUT_S": "1"}
+    )
     peer = blackholed_session(server.ws_url)
     try:
         assert wait_for(lambda: capacity(server)["active_sessions"] == 1, 10), "the session never started"

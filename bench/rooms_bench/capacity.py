@@ -20,16 +20,17 @@ import os
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -55,12 +56,12 @@ class RequestResult:
     """One request: whether it succeeded, why not, and how long each part took (seconds)."""
 
     ok: bool = False
-    failure: Optional[str] = None
-    connect_s: Optional[float] = None
-    reset_s: Optional[float] = None
+    failure: str | None = None
+    connect_s: float | None = None
+    reset_s: float | None = None
     step_s: list[float] = field(default_factory=list)
-    total_s: Optional[float] = None  # think time excluded
-    total_with_wait_s: Optional[float] = None
+    total_s: float | None = None  # think time excluded
+    total_with_wait_s: float | None = None
 
 
 class Failed(Exception):
@@ -92,10 +93,9 @@ def failure_kind(exc: BaseException) -> str:
 
 async def _reply(ws: ClientConnection, frame: str) -> dict[str, Any]:
     """Send `frame` and return the reply, a JSON object; an error reply raises `Failed` with its code."""
-    try:
+    # The server may have answered (CAPACITY_REACHED) and closed before this frame went out.
+    with suppress(ConnectionClosed):
         await ws.send(frame)
-    except ConnectionClosed:
-        pass  # the server may have answered (CAPACITY_REACHED) and closed before this frame went out
     try:
         raw = await asyncio.wait_for(ws.recv(), REPLY_TIMEOUT_S)
     except asyncio.TimeoutError:
@@ -117,8 +117,9 @@ async def one_request(ws_url: str, wait: float) -> RequestResult:
     waited = 0.0
     try:
         try:
-            ws = await connect(ws_url, open_timeout=CONNECT_TIMEOUT_S, compression=None, max_size=None,
-                               ping_interval=None, proxy=None)
+            ws = await connect(
+                ws_url, open_timeout=CONNECT_TIMEOUT_S, compression=None, max_size=None, ping_interval=None, proxy=None
+            )
         except (asyncio.TimeoutError, TimeoutError):
             raise Failed("connect timeout") from None
         result.connect_s = time.perf_counter() - started
@@ -152,7 +153,7 @@ async def storm(ws_urls: Sequence[str], sessions: int, wait: float) -> list[Requ
 # --- what a run of one size reports -------------------------------------------------------------
 
 
-def percentile(values: Sequence[float], p: float) -> Optional[float]:
+def percentile(values: Sequence[float], p: float) -> float | None:
     """The `p`-th percentile (linear interpolation), None for no values."""
     if not values:
         return None
@@ -163,7 +164,7 @@ def percentile(values: Sequence[float], p: float) -> Optional[float]:
     return ordered[low] + (k - low) * (ordered[high] - ordered[low])
 
 
-def median(values: Sequence[float]) -> Optional[float]:
+def median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
@@ -178,19 +179,26 @@ class SizeResult:
     successes: int
     failures: dict[str, int]
     success_rate: float
-    connect_p50_s: Optional[float]
-    reset_p50_s: Optional[float]
-    step_p50_s: Optional[float]
-    request_p99_s: Optional[float]
-    request_with_wait_p99_s: Optional[float]
-    rss_per_session_kb: Optional[float]
+    connect_p50_s: float | None
+    reset_p50_s: float | None
+    step_p50_s: float | None
+    request_p99_s: float | None
+    request_with_wait_p99_s: float | None
+    rss_per_session_kb: float | None
     batch_per_core: float
     generator_cpu_s: float
-    server_cpu_s: Optional[float]
+    server_cpu_s: float | None
 
 
-def summarize(target: str, sessions: int, reps: list[list[RequestResult]], cores: int, rss_kb: list[Optional[float]],
-              generator_cpu: float, server_cpu: Optional[float]) -> SizeResult:
+def summarize(
+    target: str,
+    sessions: int,
+    reps: list[list[RequestResult]],
+    cores: int,
+    rss_kb: list[float | None],
+    generator_cpu: float,
+    server_cpu: float | None,
+) -> SizeResult:
     pooled = [r for rep in reps for r in rep]
     ok = [r for r in pooled if r.ok]
     failures = Counter(r.failure for r in pooled if r.failure)
@@ -215,7 +223,7 @@ def summarize(target: str, sessions: int, reps: list[list[RequestResult]], cores
     )
 
 
-def max_batch(results: Sequence[SizeResult], threshold: float) -> Optional[int]:
+def max_batch(results: Sequence[SizeResult], threshold: float) -> int | None:
     """The largest size whose pooled success rate reaches `threshold`."""
     passing = [r.sessions for r in results if r.success_rate >= threshold]
     return max(passing) if passing else None
@@ -238,7 +246,7 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
-def tree_rss_kb(pid: int) -> Optional[int]:
+def tree_rss_kb(pid: int) -> int | None:
     total, seen = 0, False
     for member in process_tree(pid):
         try:
@@ -252,7 +260,7 @@ def tree_rss_kb(pid: int) -> Optional[int]:
     return total if seen else None
 
 
-def tree_cpu_s(pid: int) -> Optional[float]:
+def tree_cpu_s(pid: int) -> float | None:
     ticks, seen = 0, False
     for member in process_tree(pid):
         try:
@@ -270,18 +278,18 @@ class Target:
 
     name: str
     ws_urls: list[str]
-    server: Optional[LiveServer] = None
+    server: LiveServer | None = None
 
 
 def _ws_url(url: str) -> str:
     url = url.rstrip("/")
     for http, ws in (("http://", "ws://"), ("https://", "wss://")):
         if url.startswith(http):
-            url = ws + url[len(http):]
+            url = ws + url[len(http) :]
     return url if url.endswith("/ws") else url + "/ws"
 
 
-def rooms_command(port: int, workers: Optional[int]) -> list[str]:
+def rooms_command(port: int, workers: int | None) -> list[str]:
     command = [sys.executable, "-m", "rooms.server.app", "--host", "127.0.0.1", "--port", str(port)]
     return command + (["--workers", str(workers)] if workers else [])
 
@@ -296,13 +304,16 @@ def floor_frames() -> dict[str, str]:
     env = RoomsEnvironment()
     reset = serialize_observation(env.reset())
     step = serialize_observation(env.step(RoomsAction(message=STEP_MESSAGE)))
-    return {"reset": json.dumps({"type": "observation", "data": reset}),
-            "step": json.dumps({"type": "observation", "data": step})}
+    return {
+        "reset": json.dumps({"type": "observation", "data": reset}),
+        "step": json.dumps({"type": "observation", "data": step}),
+    }
 
 
 def serve_floor(port: int) -> None:
     """The floor: a bare websockets server answering this sweep's frames as Rooms does, and `/health`."""
-    from websockets.asyncio.server import Request, Response, ServerConnection, serve
+    from websockets.asyncio.server import ServerConnection, serve
+    from websockets.http11 import Request, Response
 
     frames = floor_frames()
 
@@ -310,24 +321,31 @@ def serve_floor(port: int) -> None:
         async for frame in ws:
             await ws.send(frames["reset"] if '"reset"' in str(frame) else frames["step"])
 
-    def health(connection: ServerConnection, request: Request) -> Optional[Response]:
+    def health(connection: ServerConnection, request: Request) -> Response | None:
         return connection.respond(HTTPStatus.OK, "ok\n") if request.path == "/health" else None
 
     async def main() -> None:
-        async with serve(answer, "127.0.0.1", port, process_request=health, compression=None, max_size=None,
-                         backlog=65535):
+        async with serve(
+            answer, "127.0.0.1", port, process_request=health, compression=None, max_size=None, backlog=65535
+        ):
             await asyncio.Future()
 
     run_loop(main())
 
 
 def generate_template(directory: Path, max_sessions: int) -> Path:
-    """The pristine `openenv init` template, as rooms-bench's main command generates it, holding `max_sessions`."""
-    from rooms_bench.cli import generate_template as generate
-
-    package: Path = generate(directory)
+    """`openenv init rooms` into `directory`, pristine but for its session limit; the package's path."""
+    subprocess.run(
+        [sys.executable, "-m", "openenv.cli", "init", "rooms", "--output-dir", str(directory)],
+        check=True,
+        capture_output=True,
+    )
+    package = directory / "rooms"
     app = package / "server" / "app.py"
-    app.write_text(app.read_text().replace("max_concurrent_envs=1024,", f"max_concurrent_envs={max_sessions},"))
+    source = app.read_text()
+    if "max_concurrent_envs=1," not in source:
+        raise RuntimeError(f"the template's {app} no longer sets max_concurrent_envs=1: update this generator")
+    app.write_text(source.replace("max_concurrent_envs=1,", f"max_concurrent_envs={max_sessions},"))
     return package
 
 
@@ -341,8 +359,9 @@ def started_targets(args: argparse.Namespace, log_dir: Path) -> Iterator[list[Ta
     with ExitStack() as stack:
         targets: list[Target] = []
 
-        def launch(name: str, command: Callable[[int], list[str]], extra_env: dict[str, str],
-                   cwd: Optional[Path] = None) -> None:
+        def launch(
+            name: str, command: Callable[[int], list[str]], extra_env: dict[str, str], cwd: Path | None = None
+        ) -> None:
             port = free_port()
             server = start_server(log_dir, command(port), env=extra_env, port=port, cwd=cwd, timeout=180)
             stack.callback(server.stop)
@@ -353,8 +372,21 @@ def started_targets(args: argparse.Namespace, log_dir: Path) -> Iterator[list[Ta
             launch("floor", lambda port: [sys.executable, "-m", "rooms_bench.capacity", "--serve-floor", str(port)], {})
         if args.compare_template:
             package = generate_template(log_dir / "template", max(args.sizes))
-            launch("template", lambda port: [sys.executable, "-m", "uvicorn", "server.app:app", "--host", "127.0.0.1",
-                                             "--port", str(port)], {}, cwd=package)
+            launch(
+                "template",
+                lambda port: [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "server.app:app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                {},
+                cwd=package,
+            )
         yield targets
 
 
@@ -367,11 +399,10 @@ def run_loop(main: Coroutine[Any, Any, Any]) -> Any:
         import uvloop
     except ImportError:
         return asyncio.run(main)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
+    return uvloop.run(main)
 
 
-async def measure_once(target: Target, sessions: int, wait: float) -> tuple[list[RequestResult], Optional[float]]:
+async def measure_once(target: Target, sessions: int, wait: float) -> tuple[list[RequestResult], float | None]:
     """One repetition; with a server started here, also its peak RSS above its idle RSS."""
     pid = target.server.process.pid if target.server else None
     idle = tree_rss_kb(pid) if pid else None
@@ -386,14 +417,19 @@ async def measure_once(target: Target, sessions: int, wait: float) -> tuple[list
     return task.result(), rss
 
 
-async def sweep(targets: list[Target], sizes: list[int], reps: int, wait: float, settle: float,
-                cores: int) -> dict[str, list[SizeResult]]:
+def mean_or_none(total: float | None, count: int) -> float | None:
+    return None if total is None else total / count
+
+
+async def sweep(
+    targets: list[Target], sizes: list[int], reps: int, wait: float, settle: float, cores: int
+) -> dict[str, list[SizeResult]]:
     results: dict[str, list[SizeResult]] = {t.name: [] for t in targets}
     for sessions in sizes:
         runs: dict[str, list[list[RequestResult]]] = {t.name: [] for t in targets}
-        rss: dict[str, list[Optional[float]]] = {t.name: [] for t in targets}
+        rss: dict[str, list[float | None]] = {t.name: [] for t in targets}
         generator_cpu: dict[str, float] = {t.name: 0.0 for t in targets}
-        server_cpu: dict[str, Optional[float]] = {t.name: None for t in targets}
+        server_cpu: dict[str, float | None] = {t.name: None for t in targets}
         for rep in range(reps):
             # Alternate the order so that no target always runs right after another one's storm.
             for target in targets if rep % 2 == 0 else list(reversed(targets)):
@@ -402,8 +438,9 @@ async def sweep(targets: list[Target], sizes: list[int], reps: int, wait: float,
                 server_before = tree_cpu_s(target.server.process.pid) if target.server else None
                 results_once, rss_once = await measure_once(target, sessions, wait)
                 cpu_after = resource.getrusage(resource.RUSAGE_SELF)
-                generator_cpu[target.name] += (cpu_after.ru_utime - cpu_before.ru_utime
-                                               + cpu_after.ru_stime - cpu_before.ru_stime)
+                generator_cpu[target.name] += (
+                    cpu_after.ru_utime - cpu_before.ru_utime + cpu_after.ru_stime - cpu_before.ru_stime
+                )
                 if target.server and server_before is not None:
                     server_after = tree_cpu_s(target.server.process.pid)
                     if server_after is not None:
@@ -412,37 +449,69 @@ async def sweep(targets: list[Target], sizes: list[int], reps: int, wait: float,
                 rss[target.name].append(rss_once)
                 await asyncio.sleep(settle)  # the server closes the sessions it just served
         for target in targets:
-            results[target.name].append(summarize(target.name, sessions, runs[target.name], cores, rss[target.name],
-                                                   generator_cpu[target.name] / reps,
-                                                   None if server_cpu[target.name] is None
-                                                   else server_cpu[target.name] / reps))
+            results[target.name].append(
+                summarize(
+                    target.name,
+                    sessions,
+                    runs[target.name],
+                    cores,
+                    rss[target.name],
+                    generator_cpu[target.name] / reps,
+                    mean_or_none(server_cpu[target.name], reps),
+                )
+            )
     return results
 
 
 # --- output --------------------------------------------------------------------------------------
 
 
-def _seconds(value: Optional[float]) -> str:
+def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
 def print_table(results: dict[str, list[SizeResult]], wait: float, reps: int) -> None:
-    table = Table(title=f"Capacity: open /ws, reset, step, wait {wait:g} s, step, close; {reps} repetition(s) per size;"
-                  " times in seconds")
-    for column in ("target", "sessions", "success", "failures", "connect p50", "reset p50", "step p50",
-                   "P99 excl. wait", "P99 incl. wait", "RSS/session KB", "batch/core"):
+    table = Table(
+        title=f"Capacity: open /ws, reset, step, wait {wait:g} s, step, close; {reps} repetition(s) per size;"
+        " times in seconds"
+    )
+    for column in (
+        "target",
+        "sessions",
+        "success",
+        "failures",
+        "connect p50",
+        "reset p50",
+        "step p50",
+        "P99 excl. wait",
+        "P99 incl. wait",
+        "RSS/session KB",
+        "batch/core",
+    ):
         table.add_column(column, justify="left" if column in ("target", "failures") else "right")
     for name, rows in results.items():
         for r in rows:
             failures = ", ".join(f"{kind} {count}" for kind, count in r.failures.items()) or "-"
             rss = "-" if r.rss_per_session_kb is None else f"{r.rss_per_session_kb:.1f}"
-            table.add_row(name, str(r.sessions), f"{100 * r.success_rate:.1f} %", failures,
-                          _seconds(r.connect_p50_s), _seconds(r.reset_p50_s), _seconds(r.step_p50_s),
-                          _seconds(r.request_p99_s), _seconds(r.request_with_wait_p99_s), rss, f"{r.batch_per_core:g}")
+            table.add_row(
+                name,
+                str(r.sessions),
+                f"{100 * r.success_rate:.1f} %",
+                failures,
+                _seconds(r.connect_p50_s),
+                _seconds(r.reset_p50_s),
+                _seconds(r.step_p50_s),
+                _seconds(r.request_p99_s),
+                _seconds(r.request_with_wait_p99_s),
+                rss,
+                f"{r.batch_per_core:g}",
+            )
     Console(width=None if sys.stdout.isatty() else 160).print(table)
     for name, rows in results.items():
-        print(f"{name}: max batch {max_batch(rows, 0.95) or '-'} at >= 95 %, "
-              f"{max_batch(rows, 0.99) or '-'} at >= 99 % success")
+        print(
+            f"{name}: max batch {max_batch(rows, 0.95) or '-'} at >= 95 %, "
+            f"{max_batch(rows, 0.99) or '-'} at >= 99 % success"
+        )
 
 
 def ratios_to_floor(results: dict[str, list[SizeResult]]) -> list[dict[str, Any]]:
@@ -454,8 +523,13 @@ def ratios_to_floor(results: dict[str, list[SizeResult]]) -> list[dict[str, Any]
             base = floor.get(r.sessions)
             if name == "floor" or base is None or not base.request_p99_s or r.request_p99_s is None:
                 continue
-            ratios.append({"target": name, "sessions": r.sessions, "p99_over_floor": round(r.request_p99_s /
-                                                                                           base.request_p99_s, 2)})
+            ratios.append(
+                {
+                    "target": name,
+                    "sessions": r.sessions,
+                    "p99_over_floor": round(r.request_p99_s / base.request_p99_s, 2),
+                }
+            )
     return ratios
 
 
@@ -464,10 +538,22 @@ def report(results: dict[str, list[SizeResult]], args: argparse.Namespace, cores
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(row).items()}
 
     return {
-        "method": {"wait_s": args.wait, "reps": args.reps, "sizes": args.sizes, "connect_timeout_s": CONNECT_TIMEOUT_S,
-                   "reply_timeout_s": REPLY_TIMEOUT_S, "cores": cores},
-        "targets": {name: {"max_batch_95": max_batch(rows, 0.95), "max_batch_99": max_batch(rows, 0.99),
-                           "sizes": [rounded(r) for r in rows]} for name, rows in results.items()},
+        "method": {
+            "wait_s": args.wait,
+            "reps": args.reps,
+            "sizes": args.sizes,
+            "connect_timeout_s": CONNECT_TIMEOUT_S,
+            "reply_timeout_s": REPLY_TIMEOUT_S,
+            "cores": cores,
+        },
+        "targets": {
+            name: {
+                "max_batch_95": max_batch(rows, 0.95),
+                "max_batch_99": max_batch(rows, 0.99),
+                "sizes": [rounded(r) for r in rows],
+            }
+            for name, rows in results.items()
+        },
         "ratios_to_floor": ratios_to_floor(results),
     }
 
@@ -484,7 +570,9 @@ def write_plot(path: Path, results: dict[str, list[SizeResult]]) -> None:
         success.plot(sizes, [100 * r.success_rate for r in rows], marker="o", label=name)
         p99.plot(sizes, [r.request_p99_s for r in rows], marker="o", label=name)
     success.set(xscale="log", xlabel="concurrent sessions", ylabel="success %", title="Success")
-    p99.set(xscale="log", xlabel="concurrent sessions", ylabel="seconds", title="P99 of a request (think time excluded)")
+    p99.set(
+        xscale="log", xlabel="concurrent sessions", ylabel="seconds", title="P99 of a request (think time excluded)"
+    )
     for axes in (success, p99):
         axes.grid(True, alpha=0.3)
         axes.legend()
@@ -507,17 +595,28 @@ def _sizes(text: str) -> list[int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `rooms-bench capacity`."""
-    parser.add_argument("--url", action="append", help="server to measure (repeat for replicas: sessions go round-robin);"
-                        " default: start Rooms here")
-    parser.add_argument("--sizes", type=_sizes, default=_sizes(DEFAULT_SIZES), help=f"concurrent sessions per run "
-                        f"(default {DEFAULT_SIZES})")
+    parser.add_argument(
+        "--url",
+        action="append",
+        help="server to measure (repeat for replicas: sessions go round-robin); default: start Rooms here",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=_sizes(DEFAULT_SIZES),
+        help=f"concurrent sessions per run (default {DEFAULT_SIZES})",
+    )
     parser.add_argument("--reps", type=int, default=3, help="repetitions per size (default 3)")
     parser.add_argument("--wait", type=float, default=1.0, help="think time between the two steps, s (default 1)")
     parser.add_argument("--settle", type=float, default=1.0, help="pause after each run, s (default 1)")
     parser.add_argument("--workers", type=int, help="`server --workers` for the Rooms server started here")
     parser.add_argument("--max-sessions", type=int, help="MAX_CONCURRENT_ENVS for the Rooms server started here")
-    parser.add_argument("--floor", action="store_true", help="also sweep a bare websockets server answering the same frames")
-    parser.add_argument("--compare-template", action="store_true", help="also sweep the pristine `openenv init` template")
+    parser.add_argument(
+        "--floor", action="store_true", help="also sweep a bare websockets server answering the same frames"
+    )
+    parser.add_argument(
+        "--compare-template", action="store_true", help="also sweep the pristine `openenv init` template"
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the results as JSON")
     parser.add_argument("--plot", type=Path, metavar="PATH", help="write success and P99 against sessions (PNG)")
     parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -537,8 +636,9 @@ def run(args: argparse.Namespace) -> int:
         serve_floor(args.serve_floor)
         return 0
     if args.url and (args.floor or args.compare_template or args.workers or args.max_sessions):
-        raise SystemExit("--floor, --compare-template, --workers and --max-sessions need no --url: "
-                         "they start servers here")
+        raise SystemExit(
+            "--floor, --compare-template, --workers and --max-sessions need no --url: they start servers here"
+        )
     if args.reps < 1 or args.wait < 0:
         raise SystemExit("--reps must be at least 1 and --wait at least 0")
     open_files = raise_open_files_limit()
@@ -562,7 +662,7 @@ def run(args: argparse.Namespace) -> int:
     return 0 if any(r.successes for rows in results.values() for r in rows) else 1
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rooms-bench capacity", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))

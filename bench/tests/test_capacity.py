@@ -23,8 +23,13 @@ ROOT = Path(__file__).resolve().parents[2]
 def sweep(*args: str, tmp_path: Path) -> dict[str, Any]:
     """`python -m rooms_bench.capacity ARGS --json ...`: its JSON report (the command must exit 0)."""
     report = tmp_path / "capacity.json"
-    result = subprocess.run([sys.executable, "-m", "rooms_bench.capacity", *args, "--json", str(report)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "rooms_bench.capacity", *args, "--json", str(report)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     document: dict[str, Any] = json.loads(report.read_text())
     return document
@@ -34,8 +39,9 @@ def by_size(document: dict[str, Any], target: str) -> dict[int, dict[str, Any]]:
     return {row["sessions"]: row for row in document["targets"][target]["sizes"]}
 
 
-def test_sessions_past_the_limit_fail_as_capacity_reached(server_factory: Callable[..., LiveServer],
-                                                          tmp_path: Path) -> None:
+def test_sessions_past_the_limit_fail_as_capacity_reached(
+    server_factory: Callable[..., LiveServer], tmp_path: Path
+) -> None:
     server = server_factory(env={"MAX_CONCURRENT_ENVS": "6"})
     # Every session holds its slot for the 2 s think time, so the 8 overlap.
     document = sweep("--url", server.url, "--sizes", "4,8", "--reps", "1", "--wait", "2", tmp_path=tmp_path)
@@ -49,10 +55,17 @@ def test_sessions_past_the_limit_fail_as_capacity_reached(server_factory: Callab
 
 def test_json_report_shape(server_factory: Callable[..., LiveServer], tmp_path: Path) -> None:
     server = server_factory()
-    document = sweep("--url", server.url, "--sizes", "2,4", "--reps", "2", "--wait", "0.2", "--settle", "0.2",
-                     tmp_path=tmp_path)
-    assert document["method"] | {"cores": 0} == {"wait_s": 0.2, "reps": 2, "sizes": [2, 4], "connect_timeout_s": 10.0,
-                                                 "reply_timeout_s": 60.0, "cores": 0}
+    document = sweep(
+        "--url", server.url, "--sizes", "2,4", "--reps", "2", "--wait", "0.2", "--settle", "0.2", tmp_path=tmp_path
+    )
+    assert document["method"] | {"cores": 0} == {
+        "wait_s": 0.2,
+        "reps": 2,
+        "sizes": [2, 4],
+        "connect_timeout_s": 10.0,
+        "reply_timeout_s": 60.0,
+        "cores": 0,
+    }
     rows = by_size(document, "given")
     assert set(rows) == {2, 4}
     for sessions, row in rows.items():
@@ -67,8 +80,19 @@ def test_json_report_shape(server_factory: Callable[..., LiveServer], tmp_path: 
 
 def test_replicas_share_sessions_round_robin(server_factory: Callable[..., LiveServer], tmp_path: Path) -> None:
     replicas = [server_factory(env={"MAX_CONCURRENT_ENVS": "4"}) for _ in range(2)]
-    document = sweep("--url", replicas[0].url, "--url", replicas[1].url, "--sizes", "8", "--reps", "1",
-                     "--wait", "2", tmp_path=tmp_path)
+    document = sweep(
+        "--url",
+        replicas[0].url,
+        "--url",
+        replicas[1].url,
+        "--sizes",
+        "8",
+        "--reps",
+        "1",
+        "--wait",
+        "2",
+        tmp_path=tmp_path,
+    )
     # One replica alone would refuse 4 of the 8.
     assert by_size(document, "given")[8]["failures"] == {}
     for replica in replicas:
@@ -76,8 +100,9 @@ def test_replicas_share_sessions_round_robin(server_factory: Callable[..., LiveS
 
 
 def test_started_rooms_and_floor_side_by_side(tmp_path: Path) -> None:
-    document = sweep("--floor", "--max-sessions", "16", "--sizes", "8", "--reps", "1", "--wait", "0.2",
-                     tmp_path=tmp_path)
+    document = sweep(
+        "--floor", "--max-sessions", "16", "--sizes", "8", "--reps", "1", "--wait", "0.2", tmp_path=tmp_path
+    )
     assert set(document["targets"]) == {"rooms", "floor"}
     for target in ("rooms", "floor"):
         row = by_size(document, target)[8]
@@ -180,15 +205,22 @@ def test_success_times_every_part(server_factory: Callable[..., LiveServer]) -> 
 def test_percentiles_and_max_batch() -> None:
     assert capacity.percentile([1.0, 2.0, 3.0, 4.0, 5.0], 50) == 3.0
     assert capacity.percentile([], 99) is None
-    rows = [capacity.summarize("t", n, [[capacity.RequestResult(ok=i < ok) for i in range(n)]], 2, [], 0.0, None)
-            for n, ok in ((10, 10), (20, 19), (40, 39), (80, 60))]
+    rows = [
+        capacity.summarize("t", n, [[capacity.RequestResult(ok=i < ok) for i in range(n)]], 2, [], 0.0, None)
+        for n, ok in ((10, 10), (20, 19), (40, 39), (80, 60))
+    ]
     assert capacity.max_batch(rows, 0.95) == 40
     assert capacity.max_batch(rows, 0.99) == 10
     assert capacity.max_batch(rows[3:], 0.95) is None
 
 
 def test_bad_sizes_are_refused_with_the_option_name() -> None:
-    result = subprocess.run([sys.executable, "-m", "rooms_bench.capacity", "--sizes", "4,lots"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "rooms_bench.capacity", "--sizes", "4,lots"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "--sizes takes comma-separated integers, got '4,lots'" in result.stderr
