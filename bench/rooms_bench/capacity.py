@@ -39,6 +39,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from rooms_bench.harness import LiveServer, free_port, start_server
 
+HELP = "how many concurrent sessions a deployment holds, by OpenEnv's scaling method"
 CONNECT_TIMEOUT_S = 10.0  # OpenEnv EnvClient's connect_timeout_s default
 REPLY_TIMEOUT_S = 60.0  # OpenEnv EnvClient's message_timeout_s default
 THRESHOLDS = (0.95, 0.99)
@@ -663,7 +664,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rooms-bench capacity", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="rooms-bench capacity", description=HELP)
     add_arguments(parser)
     return run(parser.parse_args(argv))
 
