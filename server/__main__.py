@@ -27,6 +27,16 @@ def parse_args(settings: Settings, argv: Sequence[str] | None = None) -> argpars
     return parser.parse_args(argv)
 
 
+def capacity_message(max_sessions: int, workers: int) -> str:
+    """What the `server` command says at start-up about the sessions it accepts."""
+    if workers > 1:
+        return (
+            f"Rooms accepts up to {max_sessions} concurrent WebSocket sessions per worker, "
+            f"{max_sessions * workers} in all over {workers} workers (MAX_CONCURRENT_ENVS={max_sessions})"
+        )
+    return f"Rooms accepts up to {max_sessions} concurrent WebSocket sessions (MAX_CONCURRENT_ENVS={max_sessions})"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `server` command."""
     try:
@@ -34,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SettingsError as error:
         raise SystemExit(f"server: {error}") from None
     args = parse_args(settings, argv)
+    print(capacity_message(settings.max_concurrent_envs, args.workers), flush=True)
     # OpenEnv's /web page shows the README it finds at this path (in a container, /app/env/README.md).
     os.environ.setdefault("ENV_README_PATH", str(resources.files("rooms").joinpath("README.md")))
     uvicorn.run(
@@ -49,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
         timeout_worker_healthcheck=WORKER_HEALTHCHECK_TIMEOUT_S,
+        ws_ping_interval=settings.ws_ping_interval_s,
+        ws_ping_timeout=settings.ws_ping_timeout_s,
     )
 
 

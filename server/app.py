@@ -7,6 +7,7 @@ read by `server/settings.py` when the app is built.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import fastapi_offline
@@ -49,6 +50,7 @@ def create_rooms_app(settings: Settings) -> FastAPI:
         ),
     )
     serve_docs_without_cdn(app)
+    add_capacity_route(app, settings.max_concurrent_envs)
     app.add_middleware(ClientLimits, max_body_bytes=settings.max_payload_bytes)
     return app
 
@@ -82,6 +84,20 @@ def serve_docs_without_cdn(app: FastAPI) -> None:
             redoc_favicon_url=f"{root}/docs-assets/favicon.png",
             with_google_fonts=False,
         )
+
+
+def add_capacity_route(app: FastAPI, max_sessions: int) -> None:
+    """`GET /capacity`: this worker's WebSocket sessions, its limit, its free slots and its pid."""
+
+    @app.get("/capacity", tags=["Health"], summary="Sessions open and free in this worker process")
+    async def capacity() -> dict[str, int]:
+        active = RoomsEnvironment.open_instances()
+        return {
+            "active_sessions": active,
+            "max_sessions": max_sessions,
+            "free_slots": max(0, max_sessions - active),
+            "pid": os.getpid(),
+        }
 
 
 app = create_rooms_app(Settings.from_env())

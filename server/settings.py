@@ -7,7 +7,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-DEFAULT_MAX_CONCURRENT_ENVS = 64
+# TRL's AsyncGRPO keeps 128 rollouts in flight: 512 runs it with 4x headroom. An idle session costs
+# 20-40 KB of server memory (README, Performance > Capacity): 512 of them, about 20 MB.
+DEFAULT_MAX_CONCURRENT_ENVS = 512
+# uvicorn's own default for both: a peer that vanished frees its session within their sum.
+DEFAULT_WS_PING_S = 20.0
 DEFAULT_MAX_MESSAGE_LENGTH = 1_048_576
 
 T = TypeVar("T", int, float)
@@ -27,11 +31,14 @@ class Settings:
     enable_web_interface: bool = False
     host: str = "0.0.0.0"
     port: int = 8000
+    ws_ping_interval_s: float = DEFAULT_WS_PING_S
+    ws_ping_timeout_s: float = DEFAULT_WS_PING_S
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         """Read `MAX_CONCURRENT_ENVS`, `SESSION_TIMEOUT_S`, `ROOMS_MAX_MESSAGE_LENGTH`,
-        `ENABLE_WEB_INTERFACE`, `HOST` and `PORT`; raise `SettingsError` for a bad value."""
+        `ENABLE_WEB_INTERFACE`, `HOST`, `PORT`, `ROOMS_WS_PING_INTERVAL_S` and
+        `ROOMS_WS_PING_TIMEOUT_S`; raise `SettingsError` for a bad value."""
         timeout = environ.get("SESSION_TIMEOUT_S", "")
         return cls(
             max_concurrent_envs=positive(environ, "MAX_CONCURRENT_ENVS", int, cls.max_concurrent_envs),
@@ -40,6 +47,8 @@ class Settings:
             enable_web_interface=flag(environ, "ENABLE_WEB_INTERFACE"),
             host=environ.get("HOST", cls.host),
             port=port(environ, "PORT", cls.port),
+            ws_ping_interval_s=positive(environ, "ROOMS_WS_PING_INTERVAL_S", float, cls.ws_ping_interval_s),
+            ws_ping_timeout_s=positive(environ, "ROOMS_WS_PING_TIMEOUT_S", float, cls.ws_ping_timeout_s),
         )
 
     @property

@@ -20,6 +20,7 @@ KINDS = {
     "test-command": "the command .ci/run runs: this very suite",
     "shell": "run as written from the project root, must exit 0",
     "live-shell": "run from the project root against a live server (localhost:8000 replaced), must exit 0",
+    "sweep-command": "a long sweep, run with small sizes (`--sizes 4,8 --reps 1`); its output block's rows must appear",
     "output": "what the block before it prints: the same rows must appear when it runs",
     "app-excerpt": "must appear verbatim in server/app.py",
     "layout": "every path it lists must exist",

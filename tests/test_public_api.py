@@ -65,7 +65,10 @@ def violations(source: str, classes: dict[str, type]) -> list[str]:
                 if alias.name.startswith(FOREIGN) and any(is_private(p) for p in alias.name.split("."))
             )
         elif isinstance(node, ast.Attribute) and is_private(node.attr) and node.attr not in HOOKS:
-            on_self = isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
+            # Our own objects: `self`, `cls`, or one of the module's classes by name.
+            on_self = isinstance(node.value, ast.Name) and node.value.id in ("self", "cls", *classes)
+            if on_self and isinstance(node.value, ast.Name) and node.value.id in classes:
+                forbidden = foreign_private_names(classes[node.value.id]) - HOOKS
             if not on_self:
                 found.append(f"line {node.lineno}: uses {ast.unparse(node)}")
             elif node.attr in forbidden:

@@ -94,6 +94,18 @@ def test_shell_block(block: Block) -> None:
             assert label in _row_labels(result.stdout), f"README shows a row {label!r} the command no longer prints"
 
 
+@pytest.mark.parametrize("block", readme_blocks("sweep-command"), ids=lambda b: b.id)
+def test_sweep_command_block(block):
+    small = re.sub(r"--reps \S+", "--reps 1", re.sub(r"--sizes \S+", "--sizes 4,8", block.code))
+    assert small != block.code, "a sweep command must give --sizes and --reps, which the suite makes small"
+    result = subprocess.run(["bash", "-euc", small], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [following] = [b for b in readme_blocks() if b.index == block.index + 1]
+    assert following.kind == "output"
+    for label in _row_labels(following.code):
+        assert label in _row_labels(result.stdout), f"README shows a row {label!r} the command no longer prints"
+
+
 @pytest.mark.parametrize("block", readme_blocks("live-shell"), ids=lambda b: b.id)
 def test_live_shell_block(block: Block, live_server: LiveServer) -> None:
     assert "http://localhost:8000" in block.code
@@ -118,7 +130,7 @@ def test_every_output_block_follows_a_block_that_prints_it() -> None:
     blocks = readme_blocks()
     for block in blocks:
         if block.kind == "output":
-            assert blocks[block.index - 1].kind == "shell"
+            assert blocks[block.index - 1].kind in ("shell", "sweep-command")
 
 
 @pytest.mark.parametrize("block", readme_blocks("app-excerpt"), ids=lambda b: b.id)

@@ -1,0 +1,226 @@
+"""`rooms-bench capacity` on small numbers: failure kinds, the JSON it writes, replicas round-robin."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from rooms_bench import capacity
+from rooms_bench.harness import LiveServer, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def sweep(*args: str, tmp_path: Path) -> dict[str, Any]:
+    """`python -m rooms_bench.capacity ARGS --json ...`: its JSON report (the command must exit 0)."""
+    report = tmp_path / "capacity.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "rooms_bench.capacity", *args, "--json", str(report)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    document: dict[str, Any] = json.loads(report.read_text())
+    return document
+
+
+def by_size(document: dict[str, Any], target: str) -> dict[int, dict[str, Any]]:
+    return {row["sessions"]: row for row in document["targets"][target]["sizes"]}
+
+
+def test_sessions_past_the_limit_fail_as_capacity_reached(
+    server_factory: Callable[..., LiveServer], tmp_path: Path
+) -> None:
+    server = server_factory(env={"MAX_CONCURRENT_ENVS": "6"})
+    # Every session holds its slot for the 2 s think time, so the 8 overlap.
+    document = sweep("--url", server.url, "--sizes", "4,8", "--reps", "1", "--wait", "2", tmp_path=tmp_path)
+    rows = by_size(document, "given")
+    assert rows[4]["success_rate"] == 1.0 and rows[4]["failures"] == {}
+    assert rows[8]["failures"] == {"CAPACITY_REACHED": 2}
+    assert rows[8]["successes"] == 6 and rows[8]["success_rate"] == 0.75
+    assert document["targets"]["given"]["max_batch_95"] == 4
+    assert document["targets"]["given"]["max_batch_99"] == 4
+
+
+def test_json_report_shape(server_factory: Callable[..., LiveServer], tmp_path: Path) -> None:
+    server = server_factory()
+    document = sweep(
+        "--url", server.url, "--sizes", "2,4", "--reps", "2", "--wait", "0.2", "--settle", "0.2", tmp_path=tmp_path
+    )
+    assert document["method"] | {"cores": 0} == {
+        "wait_s": 0.2,
+        "reps": 2,
+        "sizes": [2, 4],
+        "connect_timeout_s": 10.0,
+        "reply_timeout_s": 60.0,
+        "cores": 0,
+    }
+    rows = by_size(document, "given")
+    assert set(rows) == {2, 4}
+    for sessions, row in rows.items():
+        assert row["requests"] == 2 * sessions and row["successes"] == 2 * sessions
+        for key in ("connect_p50_s", "reset_p50_s", "step_p50_s", "request_p99_s"):
+            assert 0 < row[key] < 60
+        assert row["request_with_wait_p99_s"] >= row["request_p99_s"] + 0.2
+        assert row["rss_per_session_kb"] is None, "memory is measured only for servers the sweep started"
+        assert row["batch_per_core"] == sessions / document["method"]["cores"]
+    assert document["ratios_to_floor"] == []
+
+
+def test_replicas_share_sessions_round_robin(server_factory: Callable[..., LiveServer], tmp_path: Path) -> None:
+    replicas = [server_factory(env={"MAX_CONCURRENT_ENVS": "4"}) for _ in range(2)]
+    document = sweep(
+        "--url",
+        replicas[0].url,
+        "--url",
+        replicas[1].url,
+        "--sizes",
+        "8",
+        "--reps",
+        "1",
+        "--wait",
+        "2",
+        tmp_path=tmp_path,
+    )
+    # One replica alone would refuse 4 of the 8.
+    assert by_size(document, "given")[8]["failures"] == {}
+    for replica in replicas:
+        assert requests.get(f"{replica.url}/capacity", timeout=10).json()["max_sessions"] == 4
+
+
+def test_started_rooms_and_floor_side_by_side(tmp_path: Path) -> None:
+    document = sweep(
+        "--floor", "--max-sessions", "16", "--sizes", "8", "--reps", "1", "--wait", "0.2", tmp_path=tmp_path
+    )
+    assert set(document["targets"]) == {"rooms", "floor"}
+    for target in ("rooms", "floor"):
+        row = by_size(document, target)[8]
+        assert row["success_rate"] == 1.0
+        assert row["rss_per_session_kb"] is not None and row["server_cpu_s"] is not None
+    [ratio] = document["ratios_to_floor"]
+    assert ratio["target"] == "rooms" and ratio["sessions"] == 8 and ratio["p99_over_floor"] > 0
+
+
+# --- failure kinds, one request at a time ---------------------------------------------------------
+
+
+def one(url: str, wait: float = 0.0) -> capacity.RequestResult:
+    result: capacity.RequestResult = capacity.run_loop(capacity.one_request(url, wait))
+    return result
+
+
+def test_nobody_listening_is_refused() -> None:
+    result = one(f"ws://127.0.0.1:{free_port()}/ws")
+    assert (result.ok, result.failure) == (False, "refused")
+
+
+@pytest.fixture
+def silent_listener() -> Iterator[str]:
+    """A port whose connections the kernel accepts and nobody ever answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield f"ws://127.0.0.1:{listener.getsockname()[1]}/ws"
+
+
+def test_unanswered_handshake_is_a_connect_timeout(silent_listener: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(capacity, "CONNECT_TIMEOUT_S", 0.5)
+    result = one(silent_listener)
+    assert (result.ok, result.failure, result.connect_s) == (False, "connect timeout", None)
+
+
+def serve_in_thread(handler: Callable[..., Any]) -> Iterator[str]:
+    """A websockets server running `handler` in a background thread; yields its /ws address."""
+    import threading
+
+    from websockets.asyncio.server import serve
+
+    port = free_port()
+    ready, stop = threading.Event(), threading.Event()
+
+    async def main() -> None:
+        async with serve(handler, "127.0.0.1", port):
+            ready.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    yield f"ws://127.0.0.1:{port}/ws"
+    stop.set()
+    thread.join(10)
+
+
+@pytest.fixture
+def mute_server() -> Iterator[str]:
+    async def never_answer(ws: Any) -> None:
+        async for _ in ws:
+            pass
+
+    yield from serve_in_thread(never_answer)
+
+
+@pytest.fixture
+def hanging_up_server() -> Iterator[str]:
+    async def hang_up(ws: Any) -> None:
+        await ws.recv()
+        await ws.close()
+
+    yield from serve_in_thread(hang_up)
+
+
+def test_unanswered_frame_is_a_reply_timeout(mute_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(capacity, "REPLY_TIMEOUT_S", 0.5)
+    result = one(mute_server)
+    assert (result.ok, result.failure) == (False, "reply timeout")
+    assert result.connect_s is not None and result.reset_s is None
+
+
+def test_server_hanging_up_is_closed(hanging_up_server: str) -> None:
+    result = one(hanging_up_server)
+    assert (result.ok, result.failure) == (False, "closed")
+
+
+def test_success_times_every_part(server_factory: Callable[..., LiveServer]) -> None:
+    server = server_factory()
+    result = one(server.ws_url, wait=0.3)
+    assert result.ok and result.failure is None
+    assert result.connect_s is not None and result.reset_s is not None and len(result.step_s) == 2
+    assert result.total_s is not None and result.total_with_wait_s is not None
+    assert result.total_with_wait_s - result.total_s >= 0.3
+
+
+def test_percentiles_and_max_batch() -> None:
+    assert capacity.percentile([1.0, 2.0, 3.0, 4.0, 5.0], 50) == 3.0
+    assert capacity.percentile([], 99) is None
+    rows = [
+        capacity.summarize("t", n, [[capacity.RequestResult(ok=i < ok) for i in range(n)]], 2, [], 0.0, None)
+        for n, ok in ((10, 10), (20, 19), (40, 39), (80, 60))
+    ]
+    assert capacity.max_batch(rows, 0.95) == 40
+    assert capacity.max_batch(rows, 0.99) == 10
+    assert capacity.max_batch(rows[3:], 0.95) is None
+
+
+def test_bad_sizes_are_refused_with_the_option_name() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "rooms_bench.capacity", "--sizes", "4,lots"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--sizes takes comma-separated integers, got '4,lots'" in result.stderr

@@ -1,0 +1,143 @@
+"""`/capacity`, the default session limit, the start-up message, and half-open peers freeing their slot."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any
+
+import requests
+from websockets.sync.client import connect
+
+from rooms.server.settings import DEFAULT_MAX_CONCURRENT_ENVS
+from rooms_bench.harness import LiveServer
+
+RESET = json.dumps({"type": "reset", "data": {}})
+
+
+def capacity(server: LiveServer) -> dict[str, Any]:
+    response = requests.get(f"{server.url}/capacity", timeout=10)
+    response.raise_for_status()
+    payload: dict[str, Any] = response.json()
+    return payload
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
+    """Poll `predicate` until it holds or `timeout` s pass; whether it held."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_capacity_counts_open_sessions_and_frees_them_on_close(server_factory: Callable[..., LiveServer]) -> None:
+    server = server_factory(env={"MAX_CONCURRENT_ENVS": "3"})
+    idle = capacity(server)
+    assert idle == {"active_sessions": 0, "max_sessions": 3, "free_slots": 3, "pid": idle["pid"]}
+    assert isinstance(idle["pid"], int) and idle["pid"] > 0
+
+    with ExitStack() as sessions:
+        for ws in [sessions.enter_context(connect(server.ws_url)) for _ in range(2)]:
+            ws.send(RESET)
+            assert json.loads(ws.recv(timeout=10))["type"] == "observation"
+        busy = capacity(server)
+        assert (busy["active_sessions"], busy["free_slots"]) == (2, 1)
+        requests.post(f"{server.url}/reset", json={}, timeout=10).raise_for_status()
+        assert capacity(server)["active_sessions"] == 2, "a stateless HTTP call holds no session"
+    assert wait_for(lambda: capacity(server)["active_sessions"] == 0, 30)
+    assert capacity(server)["free_slots"] == 3
+
+
+def test_capacity_reports_no_free_slot_at_the_limit(server_factory: Callable[..., LiveServer]) -> None:
+    server = server_factory(env={"MAX_CONCURRENT_ENVS": "1"})
+    with connect(server.ws_url) as first:
+        first.send(RESET)
+        first.recv(timeout=10)
+        assert capacity(server) | {"pid": 0} == {"active_sessions": 1, "max_sessions": 1, "free_slots": 0, "pid": 0}
+        with connect(server.ws_url) as refused:
+            assert json.loads(refused.recv(timeout=10))["data"]["code"] == "CAPACITY_REACHED"
+        assert capacity(server)["active_sessions"] == 1
+
+
+def test_default_limit_runs_asyncgrpo_128_rollouts_and_is_announced(server_factory: Callable[..., LiveServer]) -> None:
+    """TRL's AsyncGRPO keeps 128 rollouts in flight: the default limit takes them all, with room to spare."""
+    from websockets.asyncio.client import connect as async_connect
+
+    env = {k: v for k, v in os.environ.items() if k != "MAX_CONCURRENT_ENVS"}
+    server = server_factory(env=env)
+    assert f"accepts up to {DEFAULT_MAX_CONCURRENT_ENVS} concurrent WebSocket sessions" in server.log()
+    assert capacity(server)["max_sessions"] == DEFAULT_MAX_CONCURRENT_ENVS >= 2 * 128
+
+    async def rollouts(count: int) -> list[str]:
+        sockets = [await async_connect(server.ws_url) for _ in range(count)]
+        try:
+            for ws in sockets:
+                await ws.send(RESET)
+            replies = [json.loads(await asyncio.wait_for(ws.recv(), 30))["type"] for ws in sockets]
+            assert capacity(server)["active_sessions"] == count
+            return replies
+        finally:
+            for ws in sockets:
+                await ws.close()
+
+    assert asyncio.run(rollouts(128)) == ["observation"] * 128
+
+
+def test_workers_announce_their_limit_per_worker() -> None:
+    from rooms.server.__main__ import capacity_message
+
+    assert capacity_message(512, 1).startswith("Rooms accepts up to 512 concurrent WebSocket sessions")
+    assert "512 concurrent WebSocket sessions per worker, 1024 in all over 2 workers" in capacity_message(512, 2)
+
+
+def blackholed_session(ws_url: str) -> socket.socket:
+    """A client that completes the WebSocket handshake, starts a session, then never reads or answers again."""
+    host_port = ws_url.removeprefix("ws://").split("/", 1)[0]
+    host, port = host_port.rsplit(":", 1)
+    peer = socket.create_connection((host, int(port)), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    peer.sendall(
+        (
+            f"GET /ws HTTP/1.1\r\nHost: {host_port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += peer.recv(4096)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    payload = RESET.encode()
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    peer.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)  # one masked text frame (< 126 bytes)
+    return peer  # from here on nothing is read, so no pong ever goes back
+
+
+def test_half_open_peer_is_closed_by_pings_and_frees_its_slot(server_factory: Callable[..., LiveServer]) -> None:
+    server = server_factory(
+        env={"MAX_CONCURRENT_ENVS": "1", "ROOMS_WS_PING_INTERVAL_S": "1", "ROOMS_WS_PING_TIMEOUT_S": "1"}
+    )
+    peer = blackholed_session(server.ws_url)
+    try:
+        assert wait_for(lambda: capacity(server)["active_sessions"] == 1, 10), "the session never started"
+        # interval + timeout is 2 s; the generous bound only keeps a loaded machine from failing the test
+        assert wait_for(lambda: capacity(server)["active_sessions"] == 0, 60), "the vanished peer kept its slot"
+        with connect(server.ws_url) as ws:
+            ws.send(RESET)
+            assert json.loads(ws.recv(timeout=10))["type"] == "observation"
+    finally:
+        peer.close()
+
+
+def test_bad_ping_setting_stops_the_server_with_its_name(server_factory: Callable[..., LiveServer]) -> None:
+    server = server_factory(env={"ROOMS_WS_PING_TIMEOUT_S": "soon"}, wait=False)
+    assert server.process.wait(timeout=60) != 0
+    assert "ROOMS_WS_PING_TIMEOUT_S must be a positive number, got 'soon'" in server.log()
