@@ -19,13 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from openenv.core.client_types import StepResult
 from openenv.core.env_server.types import State
+from websockets.asyncio.server import ServerConnection
 
 from rooms import RoomsAction, RoomsEnv, RoomsObservation, RoomsSyncEnv
-from tests.conftest import free_port, require, wait_until_healthy, websockets_server
+from tests.conftest import ServerFactory, free_port, require, wait_until_healthy, websockets_server
 from tests.openenv_reference import ReferenceEnv
 
 # --- the three ways to drive a session --------------------------------------------------
+
+# `do(name, *args, **kwargs)` calls the client's method `name` and gives its outcome; a script drives a session with it.
+Do = Callable[..., Any]
+Script = Callable[[Do], list[Any]]
 
 
 def _outcome(call: Callable[[], Any]) -> Any:
@@ -36,7 +42,7 @@ def _outcome(call: Callable[[], Any]) -> Any:
         return (type(exc), str(exc))
 
 
-def run_sync(client: type, url: str, script: Callable, **client_kwargs) -> list:
+def run_sync(client: type[Any], url: str, script: Script, **client_kwargs: Any) -> list[Any]:
     """Run `script(do)` on the synchronous client, `Client(...).sync()`."""
     env = client(base_url=url, **client_kwargs).sync()
     try:
@@ -45,7 +51,7 @@ def run_sync(client: type, url: str, script: Callable, **client_kwargs) -> list:
         env.close()
 
 
-def run_direct(client: type, url: str, script: Callable, **client_kwargs) -> list:
+def run_direct(client: type[Any], url: str, script: Script, **client_kwargs: Any) -> list[Any]:
     """The same on the client itself called from synchronous code (OpenEnv's dispatch)."""
     env = client(base_url=url, **client_kwargs)
     try:
@@ -54,15 +60,15 @@ def run_direct(client: type, url: str, script: Callable, **client_kwargs) -> lis
         env.close()
 
 
-def run_async(client: type, url: str, script: Callable, **client_kwargs) -> list:
+def run_async(client: type[Any], url: str, script: Script, **client_kwargs: Any) -> list[Any]:
     """The same with `await` on one event loop."""
 
-    async def main() -> list:
+    async def main() -> list[Any]:
         env = client(base_url=url, **client_kwargs)
         loop = asyncio.get_running_loop()
 
-        def do(name, *args, **kw):
-            async def call():
+        def do(name: str, *args: Any, **kw: Any) -> Any:
+            async def call() -> Any:
                 return await getattr(env, name)(*args, **kw)
 
             # The script is synchronous; run each awaited call to completion in a helper thread's view.
@@ -77,14 +83,14 @@ def run_async(client: type, url: str, script: Callable, **client_kwargs) -> list
 
 
 # Each way of driving a session, on RoomsEnv and on OpenEnv's own client (the reference).
-FORMS = {
+FORMS: dict[str, Callable[..., list[Any]]] = {
     f"{name}-{drive.__name__.removeprefix('run_')}": partial(drive, client)
     for name, client in {"rooms": RoomsEnv, "openenv": ReferenceEnv}.items()
     for drive in (run_sync, run_direct, run_async)
 }
 
 
-def episode(do) -> list:
+def episode(do: Do) -> list[Any]:
     return [
         do("reset", episode_id="parity"),
         do("step", RoomsAction(message="Hello, World!")),
@@ -96,7 +102,7 @@ def episode(do) -> list:
 # --- usage forms --------------------------------------------------------------------------
 
 
-def test_context_manager(base_url):
+def test_context_manager(base_url: str) -> None:
     with RoomsEnv(base_url=base_url) as env:
         assert env.reset().observation.echoed_message == "Rooms environment ready!"
         result = env.step(RoomsAction(message="abc"))
@@ -107,7 +113,7 @@ def test_context_manager(base_url):
     assert result.metadata == result.observation.metadata == {"original_message": "abc", "step": 1}
 
 
-def test_plain_client_without_with(base_url):
+def test_plain_client_without_with(base_url: str) -> None:
     env = RoomsEnv(base_url=base_url)
     env.reset(episode_id="plain")
     assert env.step(RoomsAction(message="Hello!")).reward == 0.6
@@ -115,7 +121,7 @@ def test_plain_client_without_with(base_url):
     env.close()
 
 
-def test_explicit_sync_client(base_url):
+def test_explicit_sync_client(base_url: str) -> None:
     client = RoomsEnv(base_url=base_url).sync()
     assert isinstance(client, RoomsSyncEnv)
     with client:
@@ -123,7 +129,7 @@ def test_explicit_sync_client(base_url):
         assert client.state().step_count == 1
 
 
-async def test_async_with_and_await(base_url):
+async def test_async_with_and_await(base_url: str) -> None:
     async with RoomsEnv(base_url=base_url) as env:
         await env.reset(episode_id="async")
         result = await env.step(RoomsAction(message="Hello"))
@@ -131,7 +137,7 @@ async def test_async_with_and_await(base_url):
         assert await env.state() == State(episode_id="async", step_count=1)
 
 
-def test_a_client_used_with_await_can_be_handed_to_sync_code(base_url):
+def test_a_client_used_with_await_can_be_handed_to_sync_code(base_url: str) -> None:
     env = asyncio.run(_connected(base_url))
     assert env.step(RoomsAction(message="handed over")).reward == 1.1
     env.close()
@@ -144,7 +150,7 @@ async def _connected(base_url: str) -> RoomsEnv:
     return env
 
 
-def test_new_session_is_a_separate_episode(base_url):
+def test_new_session_is_a_separate_episode(base_url: str) -> None:
     with RoomsEnv(base_url=base_url).sync() as parent:
         parent.reset(episode_id="parent")
         child = parent.new_session()
@@ -157,12 +163,12 @@ def test_new_session_is_a_separate_episode(base_url):
 # --- parity of results and exceptions -----------------------------------------------------
 
 
-def _comparable(outcomes: list) -> list:
+def _comparable(outcomes: list[Any]) -> list[Any]:
     """Outcomes with the per-session random parts left out."""
     return [o.model_dump() if hasattr(o, "model_dump") else o for o in outcomes]
 
 
-def test_all_forms_give_the_same_results(base_url):
+def test_all_forms_give_the_same_results(base_url: str) -> None:
     outcomes = {form: _comparable(run(base_url, episode)) for form, run in FORMS.items()}
     assert all(outcome == outcomes["openenv-sync"] for outcome in outcomes.values()), outcomes
     _, hello, unicode, state = FORMS["rooms-sync"](base_url, episode)
@@ -170,7 +176,7 @@ def test_all_forms_give_the_same_results(base_url):
 
 
 @pytest.mark.parametrize("form", FORMS)
-def test_unreachable_server_raises_connection_error(form):
+def test_unreachable_server_raises_connection_error(form: str) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     [outcome] = FORMS[form](url, lambda do: [do("reset")])
     exc_type, text = outcome
@@ -179,7 +185,7 @@ def test_unreachable_server_raises_connection_error(form):
 
 
 @pytest.mark.parametrize("form", FORMS)
-def test_server_validation_error_says_what_was_wrong(server_factory, form):
+def test_server_validation_error_says_what_was_wrong(server_factory: ServerFactory, form: str) -> None:
     server = server_factory(env={"ROOMS_MAX_MESSAGE_LENGTH": "5"})
     outcomes = FORMS[form](server.url, lambda do: [do("step", RoomsAction(message="123456")), do("state")])
     assert outcomes[0] == (
@@ -190,7 +196,7 @@ def test_server_validation_error_says_what_was_wrong(server_factory, form):
 
 
 @pytest.mark.parametrize("form", FORMS)
-def test_capacity_reached_names_the_limit(server_factory, form):
+def test_capacity_reached_names_the_limit(server_factory: ServerFactory, form: str) -> None:
     server = server_factory(env={"MAX_CONCURRENT_ENVS": "1"})
     with RoomsEnv(base_url=server.url) as holder:
         holder.reset()
@@ -206,7 +212,7 @@ def test_capacity_reached_names_the_limit(server_factory, form):
 def slow_peer() -> Iterator[str]:
     """A WebSocket peer that answers like Rooms, but waits `float(message)` seconds on such a step."""
 
-    async def answer(ws) -> None:
+    async def answer(ws: ServerConnection) -> None:
         async for frame in ws:
             message = json.loads(frame)
             if message["type"] == "state":
@@ -231,8 +237,8 @@ def slow_peer() -> Iterator[str]:
 
 
 @pytest.mark.parametrize("form", FORMS)
-def test_a_timeout_raises_timeout_error_and_the_next_call_works(slow_peer, form):
-    def script(do):
+def test_a_timeout_raises_timeout_error_and_the_next_call_works(slow_peer: str, form: str) -> None:
+    def script(do: Do) -> list[Any]:
         return [
             do("reset"),
             do("step", RoomsAction(message="0.5")),
@@ -248,11 +254,11 @@ def test_a_timeout_raises_timeout_error_and_the_next_call_works(slow_peer, form)
 
 
 @pytest.mark.parametrize("form", FORMS)
-def test_server_restart_mid_episode(server_factory, form):
+def test_server_restart_mid_episode(server_factory: ServerFactory, form: str) -> None:
     """While the server is down: a clear ConnectionError. Once it is back: a new session."""
     server = server_factory()
 
-    def script(do):
+    def script(do: Do) -> list[Any]:
         before = do("step", RoomsAction(message="before"))
         server.stop(signal.SIGKILL)
         down = do("step", RoomsAction(message="while down"))
@@ -285,12 +291,12 @@ def uvicorn_command(port: int, *options: str) -> list[str]:
 
 
 @pytest.mark.parametrize("form", FORMS)
-def test_idle_longer_than_the_server_ping_timeout_keeps_the_episode(server_factory, form):
+def test_idle_longer_than_the_server_ping_timeout_keeps_the_episode(server_factory: ServerFactory, form: str) -> None:
     """The server pings every 0.2 s and drops a socket that leaves a ping unanswered for 1 s."""
     port = free_port()
     server_factory(command=uvicorn_command(port, "--ws-ping-interval", "0.2", "--ws-ping-timeout", "1"), port=port)
 
-    def script(do):
+    def script(do: Do) -> list[Any]:
         first = [do("reset", episode_id="idle"), do("step", RoomsAction(message="before"))]
         time.sleep(3)
         return [*first, do("step", RoomsAction(message="after")), do("state")]
@@ -301,11 +307,13 @@ def test_idle_longer_than_the_server_ping_timeout_keeps_the_episode(server_facto
 
 
 @pytest.mark.parametrize("form", FORMS)
-def test_a_server_that_stops_answering_pings_is_left_for_a_new_session(server_factory, form):
+def test_a_server_that_stops_answering_pings_is_left_for_a_new_session(
+    server_factory: ServerFactory, form: str
+) -> None:
     """Our keepalive gives up on a silent server; once it answers again, the next call opens a new session."""
     server = server_factory()
 
-    def script(do):
+    def script(do: Do) -> list[Any]:
         first = [do("reset", episode_id="frozen"), do("step", RoomsAction(message="before"))]
         os.killpg(server.process.pid, signal.SIGSTOP)
         try:
@@ -320,7 +328,7 @@ def test_a_server_that_stops_answering_pings_is_left_for_a_new_session(server_fa
 
 
 @pytest.fixture(scope="module")
-def tls_certificate(tmp_path_factory) -> Path:
+def tls_certificate(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A self-signed certificate for localhost, and its key next to it."""
     require(shutil.which("openssl") is not None, "needs the `openssl` command to make a test certificate")
     directory = tmp_path_factory.mktemp("tls")
@@ -350,7 +358,9 @@ def tls_certificate(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("form", FORMS)
-def test_wss_with_messages_spanning_many_tls_records(server_factory, tls_certificate, monkeypatch, base_url, form):
+def test_wss_with_messages_spanning_many_tls_records(
+    server_factory: ServerFactory, tls_certificate: Path, monkeypatch: pytest.MonkeyPatch, base_url: str, form: str
+) -> None:
     port = free_port()
     key = tls_certificate.with_name("key.pem")
     server_factory(
@@ -363,7 +373,7 @@ def test_wss_with_messages_spanning_many_tls_records(server_factory, tls_certifi
     monkeypatch.setenv("SSL_CERT_FILE", str(tls_certificate))
     large = "ü" * 300_000  # a reply of ~600 KB: dozens of 16 KB TLS records
 
-    def script(do):
+    def script(do: Do) -> list[Any]:
         return [*episode(do), do("step", RoomsAction(message=large))]
 
     *first, big = FORMS[form](url, script)
@@ -374,8 +384,8 @@ def test_wss_with_messages_spanning_many_tls_records(server_factory, tls_certifi
 # --- concurrency ----------------------------------------------------------------------------
 
 
-def test_four_threads_each_with_its_own_session(base_url):
-    def run_episode(client_id: int):
+def test_four_threads_each_with_its_own_session(base_url: str) -> None:
+    def run_episode(client_id: int) -> tuple[int, str, State]:
         with RoomsEnv(base_url=base_url) as env:
             env.reset(episode_id=f"thread-{client_id}")
             for i in range(10):
@@ -389,8 +399,8 @@ def test_four_threads_each_with_its_own_session(base_url):
         assert state == State(episode_id=f"thread-{client_id}", step_count=10)
 
 
-async def test_sixteen_async_sessions_stay_isolated(base_url):
-    async def session(n: int):
+async def test_sixteen_async_sessions_stay_isolated(base_url: str) -> None:
+    async def session(n: int) -> tuple[int, StepResult[RoomsObservation], State]:
         async with RoomsEnv(base_url=base_url) as env:
             await env.reset(episode_id=f"session-{n}")
             for _ in range(n + 1):  # a different number of steps per session
@@ -405,7 +415,7 @@ async def test_sixteen_async_sessions_stay_isolated(base_url):
         assert state == State(episode_id=f"session-{n}", step_count=n + 1)
 
 
-def test_closing_a_session_frees_its_slot(server_factory):
+def test_closing_a_session_frees_its_slot(server_factory: ServerFactory) -> None:
     server = server_factory(env={"MAX_CONCURRENT_ENVS": "1"})
     for _ in range(3):
         with RoomsEnv(base_url=server.url) as env:
@@ -413,7 +423,7 @@ def test_closing_a_session_frees_its_slot(server_factory):
         time.sleep(0.05)
 
 
-async def test_the_sync_client_works_inside_a_running_event_loop(base_url):
+async def test_the_sync_client_works_inside_a_running_event_loop(base_url: str) -> None:
     """As when an async trainer calls a synchronous tool: no await, no deadlock."""
     asyncio.get_running_loop()
     with RoomsEnv(base_url=base_url).sync() as env:
@@ -426,7 +436,7 @@ async def test_the_sync_client_works_inside_a_running_event_loop(base_url):
 def vanishing_peer() -> Iterator[str]:
     """A WebSocket peer that drops the connection instead of answering a step of "vanish"."""
 
-    async def answer(ws: Any) -> None:
+    async def answer(ws: ServerConnection) -> None:
         async for frame in ws:
             message = json.loads(frame)
             text = message.get("data", {}).get("message", "")
@@ -448,7 +458,7 @@ def vanishing_peer() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
-def test_a_session_lost_while_waiting_for_a_reply_raises_connection_error(vanishing_peer):
+def test_a_session_lost_while_waiting_for_a_reply_raises_connection_error(vanishing_peer: str) -> None:
     with RoomsEnv(base_url=vanishing_peer).sync() as env:
         assert env.step(RoomsAction(message="before")).reward == 0.6
         with pytest.raises(ConnectionError, match="closed the session before replying"):

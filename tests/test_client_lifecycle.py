@@ -19,10 +19,11 @@ import pytest
 from websockets.sync.client import connect
 
 from rooms import RoomsAction, RoomsEnv
+from tests.conftest import LiveServer, ServerFactory
 from tests.openenv_reference import LocalServerProvider, ReferenceEnv
 
 LIMIT = 3
-CLIENTS = {"rooms": RoomsEnv, "openenv": ReferenceEnv}
+CLIENTS: dict[str, type[Any]] = {"rooms": RoomsEnv, "openenv": ReferenceEnv}  # driven alike, sync or awaited
 IMAGE = "rooms-env:latest"  # a label only: LocalServerProvider runs a local process
 
 
@@ -44,11 +45,11 @@ def sessions_held(ws_url: str, limit: int = LIMIT, settle_s: float = 3.0) -> int
 
 
 @pytest.fixture
-def limited_server(server_factory):
+def limited_server(server_factory: ServerFactory) -> LiveServer:
     return server_factory(env={"MAX_CONCURRENT_ENVS": str(LIMIT)})
 
 
-def sync_parent_and_child(client: type, url: str) -> None:
+def sync_parent_and_child(client: type[Any], url: str) -> None:
     parent = client(base_url=url).sync()
     parent.connect()
     child = parent.new_session()
@@ -56,7 +57,7 @@ def sync_parent_and_child(client: type, url: str) -> None:
     parent.close()
 
 
-def async_parent_and_child(client: type, url: str) -> None:
+def async_parent_and_child(client: type[Any], url: str) -> None:
     async def script() -> None:
         parent = client(base_url=url)
         await parent.connect()
@@ -67,25 +68,25 @@ def async_parent_and_child(client: type, url: str) -> None:
     asyncio.run(script())
 
 
-def direct_sync(client: type, url: str) -> None:
+def direct_sync(client: type[Any], url: str) -> None:
     env = client(base_url=url)
     env.reset()
     env.step(RoomsAction(message="x"))
     env.close()
 
 
-def context_manager(client: type, url: str) -> None:
+def context_manager(client: type[Any], url: str) -> None:
     with client(base_url=url) as env:
         env.reset()
 
 
-def sync_view_closed_through_with(client: type, url: str) -> None:
+def sync_view_closed_through_with(client: type[Any], url: str) -> None:
     with client(base_url=url).sync() as env:
         env.reset()
         env.step(RoomsAction(message="x"))
 
 
-def async_with(client: type, url: str) -> None:
+def async_with(client: type[Any], url: str) -> None:
     async def script() -> None:
         async with client(base_url=url) as env:
             await env.reset()
@@ -93,7 +94,7 @@ def async_with(client: type, url: str) -> None:
     asyncio.run(script())
 
 
-SESSION_SCRIPTS: dict[str, Callable[[type, str], None]] = {
+SESSION_SCRIPTS: dict[str, Callable[[type[Any], str], None]] = {
     f.__name__: f
     for f in (
         sync_parent_and_child,
@@ -107,15 +108,15 @@ SESSION_SCRIPTS: dict[str, Callable[[type, str], None]] = {
 
 
 @pytest.mark.parametrize("script", SESSION_SCRIPTS)
-def test_close_frees_every_session_it_opened(limited_server, script):
-    held = {}
+def test_close_frees_every_session_it_opened(limited_server: LiveServer, script: str) -> None:
+    held: dict[str, int] = {}
     for name, client in CLIENTS.items():
         SESSION_SCRIPTS[script](client, limited_server.url)
         held[name] = sessions_held(limited_server.ws_url)
     assert held == {"rooms": 0, "openenv": 0}
 
 
-def test_reproduction_1_a_child_session_is_closed_with_its_parent(server_factory):
+def test_reproduction_1_a_child_session_is_closed_with_its_parent(server_factory: ServerFactory) -> None:
     server = server_factory(env={"MAX_CONCURRENT_ENVS": "2"})
     parent = RoomsEnv(base_url=server.url).sync()
     child = parent.new_session()
@@ -135,15 +136,15 @@ def outcome(call: Callable[[], Any]) -> Any:
         return (type(error).__name__, str(error))
 
 
-def handle_sync_then_close(client: type, provider: LocalServerProvider) -> list:
+def handle_sync_then_close(client: type[Any], provider: LocalServerProvider) -> list[Any]:
     env = client.from_docker_image(IMAGE, provider=provider).sync()
     result = env.step(RoomsAction(message="Hi")).reward
     env.close()
     return [result]
 
 
-def handle_awaited_then_closed(client: type, provider: LocalServerProvider) -> list:
-    async def script() -> float:
+def handle_awaited_then_closed(client: type[Any], provider: LocalServerProvider) -> list[Any]:
+    async def script() -> Any:
         env = await client.from_docker_image(IMAGE, provider=provider)
         try:
             return (await env.step(RoomsAction(message="Hi"))).reward
@@ -153,7 +154,7 @@ def handle_awaited_then_closed(client: type, provider: LocalServerProvider) -> l
     return [asyncio.run(script())]
 
 
-def handle_run_by_asyncio_run(client: type, provider: LocalServerProvider) -> list:
+def handle_run_by_asyncio_run(client: type[Any], provider: LocalServerProvider) -> list[Any]:
     """What `AutoEnv.from_env` does with the handle."""
     env = asyncio.run(client.from_docker_image(IMAGE, provider=provider))
     started = provider.running
@@ -161,7 +162,7 @@ def handle_run_by_asyncio_run(client: type, provider: LocalServerProvider) -> li
     return [started]
 
 
-def handle_resolved_twice(client: type, provider: LocalServerProvider) -> list:
+def handle_resolved_twice(client: type[Any], provider: LocalServerProvider) -> list[Any]:
     handle = client.from_docker_image(IMAGE, provider=provider)
     env = handle.sync()
 
@@ -174,15 +175,15 @@ def handle_resolved_twice(client: type, provider: LocalServerProvider) -> list:
     return [second, third]
 
 
-HANDLE_SCRIPTS: dict[str, Callable[[type, LocalServerProvider], list]] = {
+HANDLE_SCRIPTS: dict[str, Callable[[type[Any], LocalServerProvider], list[Any]]] = {
     f.__name__: f
     for f in (handle_sync_then_close, handle_awaited_then_closed, handle_run_by_asyncio_run, handle_resolved_twice)
 }
 
 
 @pytest.mark.parametrize("script", HANDLE_SCRIPTS)
-def test_handles_start_one_server_and_close_stops_it(tmp_path: Path, script):
-    reports = {}
+def test_handles_start_one_server_and_close_stops_it(tmp_path: Path, script: str) -> None:
+    reports: dict[str, dict[str, Any]] = {}
     for name, client in CLIENTS.items():
         provider = LocalServerProvider(tmp_path / name)
         (tmp_path / name).mkdir()
@@ -193,7 +194,7 @@ def test_handles_start_one_server_and_close_stops_it(tmp_path: Path, script):
     assert reports["rooms"]["running_after_close"] == 0
 
 
-def test_reproduction_2_and_4_a_handle_resolved_twice_raises_and_leaves_nothing_running(tmp_path):
+def test_reproduction_2_and_4_a_handle_resolved_twice_raises_and_leaves_nothing_running(tmp_path: Path) -> None:
     provider = LocalServerProvider(tmp_path)
     second, third = handle_resolved_twice(RoomsEnv, provider)
     assert second == (
@@ -204,13 +205,13 @@ def test_reproduction_2_and_4_a_handle_resolved_twice_raises_and_leaves_nothing_
     assert (len(provider.started), provider.running) == (1, 0)
 
 
-def test_reproduction_3_asyncio_run_of_a_handle_starts_one_server(tmp_path):
+def test_reproduction_3_asyncio_run_of_a_handle_starts_one_server(tmp_path: Path) -> None:
     provider = LocalServerProvider(tmp_path)
     [running_while_open] = handle_run_by_asyncio_run(RoomsEnv, provider)
     assert (running_while_open, len(provider.started), provider.running) == (1, 1, 0)
 
 
-def test_a_handle_used_directly_in_sync_code_starts_once_and_stops_on_close(tmp_path):
+def test_a_handle_used_directly_in_sync_code_starts_once_and_stops_on_close(tmp_path: Path) -> None:
     """The Quick Start's form, which OpenEnv's handle does not offer."""
     provider = LocalServerProvider(tmp_path)
     env = RoomsEnv.from_docker_image(IMAGE, provider=provider)
@@ -222,7 +223,7 @@ def test_a_handle_used_directly_in_sync_code_starts_once_and_stops_on_close(tmp_
     assert (len(provider.started), provider.running) == (1, 0)
 
 
-def test_a_handle_that_fails_to_connect_stops_its_server(tmp_path):
+def test_a_handle_that_fails_to_connect_stops_its_server(tmp_path: Path) -> None:
     provider = LocalServerProvider(tmp_path, env={"MAX_CONCURRENT_ENVS": "not a number"})
     for client in CLIENTS.values():
         with pytest.raises(Exception):  # noqa: B017 - the server never starts; both raise their own error

@@ -85,7 +85,7 @@ def violations(source: str, classes: dict[str, type]) -> list[str]:
 
 
 @pytest.mark.parametrize("module_name", sorted(SHIPPED))
-def test_shipped_module_uses_only_public_api(module_name):
+def test_shipped_module_uses_only_public_api(module_name: str) -> None:
     module = importlib.import_module(module_name)
     classes = {
         name: obj for name, obj in vars(module).items() if inspect.isclass(obj) and obj.__module__ == module_name
@@ -93,12 +93,12 @@ def test_shipped_module_uses_only_public_api(module_name):
     assert violations(SHIPPED[module_name].read_text(encoding="utf-8"), classes) == []
 
 
-def test_every_shipped_module_is_checked():
+def test_every_shipped_module_is_checked() -> None:
     wheel_modules = {ROOT / "__init__.py", ROOT / "client.py", ROOT / "models.py", *(ROOT / "server").glob("*.py")}
     assert wheel_modules == set(SHIPPED.values())
 
 
-def test_the_check_catches_each_kind_of_private_use():
+def test_the_check_catches_each_kind_of_private_use() -> None:
     from openenv.core.env_client import EnvClient
 
     class Client(EnvClient):  # type: ignore[type-arg]

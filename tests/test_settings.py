@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from rooms.server.settings import DEFAULT_MAX_CONCURRENT_ENVS, DEFAULT_MAX_MESSAGE_LENGTH, Settings, SettingsError
+from tests.conftest import ServerFactory
 
 
-def test_defaults_when_nothing_is_set():
+def test_defaults_when_nothing_is_set() -> None:
     assert Settings.from_env({}) == Settings(
         max_concurrent_envs=DEFAULT_MAX_CONCURRENT_ENVS,
         session_timeout_s=None,
@@ -18,7 +19,7 @@ def test_defaults_when_nothing_is_set():
     )
 
 
-def test_every_variable_is_read():
+def test_every_variable_is_read() -> None:
     environ = {
         "MAX_CONCURRENT_ENVS": "7",
         "SESSION_TIMEOUT_S": "2.5",
@@ -30,7 +31,7 @@ def test_every_variable_is_read():
     assert Settings.from_env(environ) == Settings(7, 2.5, 100, True, "127.0.0.1", 8123)
 
 
-def test_the_payload_bound_follows_the_message_bound():
+def test_the_payload_bound_follows_the_message_bound() -> None:
     assert Settings(max_message_length=5).max_payload_bytes == 12 * 5 + 64 * 1024
 
 
@@ -46,7 +47,7 @@ def test_the_payload_bound_follows_the_message_bound():
         ("PORT", "70000", "PORT must be a port number (1-65535), got 70000"),
     ],
 )
-def test_a_bad_value_raises_one_error_naming_the_variable(name, value, says):
+def test_a_bad_value_raises_one_error_naming_the_variable(name: str, value: str, says: str) -> None:
     with pytest.raises(SettingsError) as raised:
         Settings.from_env({name: value})
     assert str(raised.value) == says
@@ -57,7 +58,9 @@ def test_a_bad_value_raises_one_error_naming_the_variable(name, value, says):
     "name, value",
     [("MAX_CONCURRENT_ENVS", "0"), ("SESSION_TIMEOUT_S", "soon"), ("ROOMS_MAX_MESSAGE_LENGTH", "x"), ("PORT", "-1")],
 )
-def test_the_server_refuses_to_start_on_a_bad_value_in_one_line(server_factory, name, value):
+def test_the_server_refuses_to_start_on_a_bad_value_in_one_line(
+    server_factory: ServerFactory, name: str, value: str
+) -> None:
     server = server_factory(env={name: value}, wait=False)
     assert server.process.wait(timeout=60) == 1
     [line] = server.log().splitlines()
