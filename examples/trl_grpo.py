@@ -34,8 +34,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rooms import RoomsAction, RoomsEnv
 from typing_extensions import Self
+
+from rooms import RoomsAction, RoomsEnv
 
 PROMPT = "Call the echo tool with a message of your choice."
 SMOKE_WORDS = ["hi", "room", "echo", "hello", "rooms env", "say it back", "a longer message", "hello there, rooms"]
@@ -209,7 +210,7 @@ class EchoRollout:
         logprobs = model.compute_transition_scores(output.sequences, output.scores, normalize_logits=True)
         new_tokens = output.sequences[:, batch["input_ids"].shape[1] :]
         completion_ids, completion_logprobs, rewards = [], [], []
-        for room, tokens, token_logprobs in zip(self.rooms, new_tokens.tolist(), logprobs.tolist()):
+        for room, tokens, token_logprobs in zip(self.rooms, new_tokens.tolist(), logprobs.tolist(), strict=True):
             length = tokens.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in tokens else len(tokens)
             completion_ids.append(tokens[:length])
             completion_logprobs.append(token_logprobs[:length])
@@ -423,7 +424,7 @@ def rooms_server(args: argparse.Namespace) -> Iterator[str]:
         return
     from openenv.core.containers.runtime import LocalDockerProvider
 
-    provider = LocalDockerProvider()
+    provider = LocalDockerProvider()  # type: ignore[no-untyped-call]
     base_url = provider.start_container(args.docker_image)
     try:
         provider.wait_for_ready(base_url, timeout_s=120)

@@ -8,6 +8,7 @@ read by `server/settings.py` when the app is built.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import fastapi_offline
@@ -38,7 +39,10 @@ def bounded_action(max_message_length: int) -> type[RoomsAction]:
 
 def create_rooms_app(settings: Settings) -> FastAPI:
     """The Rooms app for `settings`: OpenEnv's app, with the web interface if enabled."""
-    create_app = create_web_interface_app if settings.enable_web_interface else create_fastapi_app
+    # Both take the environment's class, though the web app's signature names an instance.
+    create_app: Callable[..., FastAPI] = (
+        create_web_interface_app if settings.enable_web_interface else create_fastapi_app
+    )
     app = create_app(
         RoomsEnvironment,
         bounded_action(settings.max_message_length),

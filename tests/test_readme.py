@@ -95,7 +95,7 @@ def test_shell_block(block: Block) -> None:
 
 
 @pytest.mark.parametrize("block", readme_blocks("sweep-command"), ids=lambda b: b.id)
-def test_sweep_command_block(block):
+def test_sweep_command_block(block: Block) -> None:
     small = re.sub(r"--reps \S+", "--reps 1", re.sub(r"--sizes \S+", "--sizes 4,8", block.code))
     assert small != block.code, "a sweep command must give --sizes and --reps, which the suite makes small"
     result = subprocess.run(["bash", "-euc", small], cwd=ROOT, capture_output=True, text=True, timeout=900)

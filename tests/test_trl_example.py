@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rooms import RoomsEnv
 
+from rooms import RoomsEnv
 from tests.conftest import ROOT, LiveServer, ServerFactory, require
 from tests.readme_blocks import Block, readme_blocks
 
