@@ -8,8 +8,9 @@ read by `server/settings.py` when the app is built.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import fastapi_offline
 from fastapi import FastAPI, Request
@@ -67,27 +68,37 @@ def serve_docs_without_cdn(app: FastAPI) -> None:
     app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) not in ("/docs", "/redoc")]
     app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
 
-    @app.get("/docs", include_in_schema=False)
-    async def swagger_ui(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
-        return get_swagger_ui_html(
-            openapi_url=f"{root}{app.openapi_url}",
-            title=f"{app.title} - Swagger UI",
-            swagger_js_url=f"{root}/docs-assets/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}/docs-assets/swagger-ui.css",
-            swagger_favicon_url=f"{root}/docs-assets/favicon.png",
-        )
+    pages: dict[str, tuple[Callable[..., HTMLResponse], str, dict[str, Any]]] = {
+        "/docs": (
+            get_swagger_ui_html,
+            "Swagger UI",
+            {
+                "swagger_js_url": "swagger-ui-bundle.js",
+                "swagger_css_url": "swagger-ui.css",
+                "swagger_favicon_url": "favicon.png",
+            },
+        ),
+        "/redoc": (
+            get_redoc_html,
+            "ReDoc",
+            {"redoc_js_url": "redoc.standalone.js", "redoc_favicon_url": "favicon.png", "with_google_fonts": False},
+        ),
+    }
+    for path, (render, title, assets) in pages.items():
+        app.add_api_route(path, docs_page(app, render, title, assets), include_in_schema=False)
 
-    @app.get("/redoc", include_in_schema=False)
-    async def redoc(request: Request) -> HTMLResponse:
+
+def docs_page(
+    app: FastAPI, render: Callable[..., HTMLResponse], title: str, assets: dict[str, Any]
+) -> Callable[[Request], Awaitable[HTMLResponse]]:
+    """An endpoint rendering a docs page whose URLs follow the request's root path (behind a proxy's prefix)."""
+
+    async def endpoint(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return get_redoc_html(
-            openapi_url=f"{root}{app.openapi_url}",
-            title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{root}/docs-assets/redoc.standalone.js",
-            redoc_favicon_url=f"{root}/docs-assets/favicon.png",
-            with_google_fonts=False,
-        )
+        urls = {name: f"{root}/docs-assets/{value}" for name, value in assets.items() if name.endswith("_url")}
+        return render(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - {title}", **{**assets, **urls})
+
+    return endpoint
 
 
 def add_capacity_route(app: FastAPI, max_sessions: int) -> None:

@@ -20,15 +20,13 @@ import os
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from rooms_bench.harness import LiveServer, free_port, start_server
+from rooms_bench.servers import generate_template, start_floor, start_template
 
 HELP = "how many concurrent sessions a deployment holds, by OpenEnv's scaling method"
 CONNECT_TIMEOUT_S = 10.0  # OpenEnv EnvClient's connect_timeout_s default
@@ -291,7 +290,7 @@ def _ws_url(url: str) -> str:
 
 
 def rooms_command(port: int, workers: int | None) -> list[str]:
-    command = [sys.executable, "-m", "rooms.server.app", "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-m", "rooms.server", "--host", "127.0.0.1", "--port", str(port)]
     return command + (["--workers", str(workers)] if workers else [])
 
 
@@ -311,45 +310,6 @@ def floor_frames() -> dict[str, str]:
     }
 
 
-def serve_floor(port: int) -> None:
-    """The floor: a bare websockets server answering this sweep's frames as Rooms does, and `/health`."""
-    from websockets.asyncio.server import ServerConnection, serve
-    from websockets.http11 import Request, Response
-
-    frames = floor_frames()
-
-    async def answer(ws: ServerConnection) -> None:
-        async for frame in ws:
-            await ws.send(frames["reset"] if '"reset"' in str(frame) else frames["step"])
-
-    def health(connection: ServerConnection, request: Request) -> Response | None:
-        return connection.respond(HTTPStatus.OK, "ok\n") if request.path == "/health" else None
-
-    async def main() -> None:
-        async with serve(
-            answer, "127.0.0.1", port, process_request=health, compression=None, max_size=None, backlog=65535
-        ):
-            await asyncio.Future()
-
-    run_loop(main())
-
-
-def generate_template(directory: Path, max_sessions: int) -> Path:
-    """`openenv init rooms` into `directory`, pristine but for its session limit; the package's path."""
-    subprocess.run(
-        [sys.executable, "-m", "openenv.cli", "init", "rooms", "--output-dir", str(directory)],
-        check=True,
-        capture_output=True,
-    )
-    package = directory / "rooms"
-    app = package / "server" / "app.py"
-    source = app.read_text()
-    if "max_concurrent_envs=1," not in source:
-        raise RuntimeError(f"the template's {app} no longer sets max_concurrent_envs=1: update this generator")
-    app.write_text(source.replace("max_concurrent_envs=1,", f"max_concurrent_envs={max_sessions},"))
-    return package
-
-
 @contextmanager
 def started_targets(args: argparse.Namespace, log_dir: Path) -> Iterator[list[Target]]:
     """The targets to sweep: `--url`s as given, or servers started here (stopped on exit)."""
@@ -360,34 +320,17 @@ def started_targets(args: argparse.Namespace, log_dir: Path) -> Iterator[list[Ta
     with ExitStack() as stack:
         targets: list[Target] = []
 
-        def launch(
-            name: str, command: Callable[[int], list[str]], extra_env: dict[str, str], cwd: Path | None = None
-        ) -> None:
-            port = free_port()
-            server = start_server(log_dir, command(port), env=extra_env, port=port, cwd=cwd, timeout=180)
+        def add(name: str, server: LiveServer) -> None:
             stack.callback(server.stop)
             targets.append(Target(name, [_ws_url(server.url)], server))
 
-        launch("rooms", lambda port: rooms_command(port, args.workers), env)
+        port = free_port()
+        add("rooms", start_server(log_dir, rooms_command(port, args.workers), env=env, port=port, timeout=180))
         if args.floor:
-            launch("floor", lambda port: [sys.executable, "-m", "rooms_bench.capacity", "--serve-floor", str(port)], {})
+            frames = floor_frames()
+            add("floor", start_floor(log_dir, frames["step"], frames["reset"]))
         if args.compare_template:
-            package = generate_template(log_dir / "template", max(args.sizes))
-            launch(
-                "template",
-                lambda port: [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "server.app:app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                ],
-                {},
-                cwd=package,
-            )
+            add("template", start_template(log_dir, generate_template(log_dir / "template"), max(args.sizes)))
         yield targets
 
 
@@ -620,7 +563,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the results as JSON")
     parser.add_argument("--plot", type=Path, metavar="PATH", help="write success and P99 against sessions (PNG)")
-    parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
 
 
 def raise_open_files_limit() -> int:
@@ -633,9 +575,6 @@ def raise_open_files_limit() -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run a capacity sweep as `args` say; 0 unless nothing at all succeeded."""
-    if args.serve_floor:
-        serve_floor(args.serve_floor)
-        return 0
     if args.url and (args.floor or args.compare_template or args.workers or args.max_sessions):
         raise SystemExit(
             "--floor, --compare-template, --workers and --max-sessions need no --url: they start servers here"

@@ -40,10 +40,11 @@ def observation_frame(url: str, message: str) -> str:
     return json.dumps({"type": "observation", "data": response.json()})
 
 
-def start_floor(log_dir: Path, response: str) -> LiveServer:
-    """A bare `websockets` server answering every frame with `response`."""
+def start_floor(log_dir: Path, response: str, reset_response: str | None = None) -> LiveServer:
+    """A bare `websockets` server answering every frame with `response` (a reset with `reset_response`)."""
     port = free_port()
-    return start_server(log_dir, [sys.executable, "-m", "rooms_bench.floor", str(port), response], port=port)
+    command = [sys.executable, "-m", "rooms_bench.floor", str(port), response]
+    return start_server(log_dir, command + ([reset_response] if reset_response else []), port=port)
 
 
 @dataclass(frozen=True)
