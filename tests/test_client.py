@@ -208,6 +208,14 @@ def test_capacity_reached_names_the_limit(server_factory: ServerFactory, form: s
     )
 
 
+def echo_reply(text: str) -> str:
+    """The observation frame Rooms answers a step of `text` with."""
+    observation = {"echoed_message": text, "message_length": len(text), "metadata": {}}
+    return json.dumps(
+        {"type": "observation", "data": {"observation": observation, "reward": len(text) / 10, "done": False}}
+    )
+
+
 @pytest.fixture(scope="module")
 def slow_peer() -> Iterator[str]:
     """A WebSocket peer that answers like Rooms, but waits `float(message)` seconds on such a step."""
@@ -221,15 +229,7 @@ def slow_peer() -> Iterator[str]:
             text = message.get("data", {}).get("message", "")
             with contextlib.suppress(ValueError):
                 await asyncio.sleep(float(text))
-            observation = {"echoed_message": text, "message_length": len(text), "metadata": {}}
-            await ws.send(
-                json.dumps(
-                    {
-                        "type": "observation",
-                        "data": {"observation": observation, "reward": len(text) / 10, "done": False},
-                    }
-                )
-            )
+            await ws.send(echo_reply(text))
 
     port = free_port()
     with websockets_server(answer, port):
@@ -443,15 +443,7 @@ def vanishing_peer() -> Iterator[str]:
             if text == "vanish":
                 ws.transport.abort()  # no close frame: as when the server's machine dies
                 return
-            observation = {"echoed_message": text, "message_length": len(text), "metadata": {}}
-            await ws.send(
-                json.dumps(
-                    {
-                        "type": "observation",
-                        "data": {"observation": observation, "reward": len(text) / 10, "done": False},
-                    }
-                )
-            )
+            await ws.send(echo_reply(text))
 
     port = free_port()
     with websockets_server(answer, port):
