@@ -76,19 +76,18 @@ def failure_kind(exc: BaseException) -> str:
     """The short name a failed request is counted under."""
     if isinstance(exc, Failed):
         return exc.kind
-    if isinstance(exc, ConnectionRefusedError):
-        return "refused"
-    if isinstance(exc, ConnectionResetError):
-        return "reset by peer"
     if isinstance(exc, InvalidStatus):
         return f"HTTP {exc.response.status_code}"
-    if isinstance(exc, InvalidHandshake):
-        return "handshake"
-    if isinstance(exc, ConnectionClosed):
-        return "closed"
-    if isinstance(exc, OSError):
-        return f"OSError {exc.errno}"
-    return type(exc).__name__
+    kinds: tuple[tuple[type[BaseException], str], ...] = (
+        (ConnectionRefusedError, "refused"),
+        (ConnectionResetError, "reset by peer"),
+        (InvalidHandshake, "handshake"),
+        (ConnectionClosed, "closed"),
+    )
+    for kind, name in kinds:
+        if isinstance(exc, kind):
+            return name
+    return f"OSError {exc.errno}" if isinstance(exc, OSError) else type(exc).__name__
 
 
 async def _reply(ws: ClientConnection, frame: str) -> dict[str, Any]:
