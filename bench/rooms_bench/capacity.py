@@ -109,6 +109,18 @@ RESET_FRAME = json.dumps({"type": "reset", "data": {}})
 STEP_FRAME = json.dumps({"type": "step", "data": {"message": STEP_MESSAGE}})
 
 
+async def pause(wait: float) -> float:
+    """Sleep at least `wait` s by `time.perf_counter()`; return the time slept.
+
+    uvloop's timers read a clock cached at the start of each loop iteration, so one can fire a
+    fraction of a millisecond early: the rest is slept again, and the report's wait is never short.
+    """
+    started = time.perf_counter()
+    while (slept := time.perf_counter() - started) < wait:
+        await asyncio.sleep(wait - slept)
+    return slept
+
+
 async def one_request(ws_url: str, wait: float) -> RequestResult:
     """Open `/ws`, reset, step, wait `wait` s, step again, close; time each part."""
     result = RequestResult()
@@ -128,9 +140,7 @@ async def one_request(ws_url: str, wait: float) -> RequestResult:
             result.reset_s = time.perf_counter() - mark
             for step in range(2):
                 if step:
-                    mark = time.perf_counter()
-                    await asyncio.sleep(wait)
-                    waited = time.perf_counter() - mark
+                    waited = await pause(wait)
                 mark = time.perf_counter()
                 await _reply(ws, STEP_FRAME)
                 result.step_s.append(time.perf_counter() - mark)

@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -200,6 +201,17 @@ def test_success_times_every_part(server_factory: Callable[..., LiveServer]) -> 
     assert result.connect_s is not None and result.reset_s is not None and len(result.step_s) == 2
     assert result.total_s is not None and result.total_with_wait_s is not None
     assert result.total_with_wait_s - result.total_s >= 0.3
+
+
+def test_the_wait_is_never_short_on_the_sweeps_loop() -> None:
+    async def pauses() -> list[float]:
+        slept = []
+        for _ in range(50):
+            time.sleep(0.002)  # work done in the same loop iteration, as parsing a reply is
+            slept.append(await capacity.pause(0.003))
+        return slept
+
+    assert min(capacity.run_loop(pauses())) >= 0.003
 
 
 def test_percentiles_and_max_batch() -> None:
