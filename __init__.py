@@ -4,20 +4,30 @@
 length, reward = length × 0.1) comes out. `RoomsEnv` is the typed client.
 """
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from rooms.models import RoomsAction, RoomsObservation
-
 if TYPE_CHECKING:
-    from rooms.client import RoomsEnv, RoomsLaunch, RoomsSyncEnv
+    from .client import RoomsEnv, RoomsLaunch, RoomsSyncEnv
+    from .models import RoomsAction, RoomsObservation
 
+# Each name is imported from its module on first use (PEP 562): the `server` command decides
+# what OpenEnv may import before anything imports OpenEnv, and a server never loads the client.
+EXPORTS = {
+    "RoomsAction": ".models",
+    "RoomsObservation": ".models",
+    "RoomsEnv": ".client",
+    "RoomsLaunch": ".client",
+    "RoomsSyncEnv": ".client",
+}
 __all__ = ["RoomsAction", "RoomsEnv", "RoomsLaunch", "RoomsObservation", "RoomsSyncEnv"]
 
 
 def __getattr__(name: str) -> Any:
-    # The client is imported on first use: a server process never needs it.
-    if name in ("RoomsEnv", "RoomsLaunch", "RoomsSyncEnv"):
-        from rooms import client
+    if name not in EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(EXPORTS[name], __name__), name)
 
-        return getattr(client, name)
-    raise AttributeError(f"module 'rooms' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *EXPORTS])

@@ -9,11 +9,11 @@ from importlib import resources
 
 import uvicorn
 
-from rooms.server.settings import Settings, SettingsError
+from .settings import Settings, SettingsError
 
 SHUTDOWN_GRACE_S = 3  # open WebSockets are closed (1012) and the process exits within this
-# With --workers, each worker first imports OpenEnv (and with it Gradio): several seconds on a
-# small or busy machine, longer than uvicorn's default 5 s before it kills a silent worker.
+# With --workers, each worker first imports OpenEnv (and Gradio, with the web interface on): several
+# seconds on a small or busy machine, longer than uvicorn's default 5 s before it kills a silent worker.
 WORKER_HEALTHCHECK_TIMEOUT_S = 60
 
 
@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # OpenEnv's /web page shows the README it finds at this path (in a container, /app/env/README.md).
     os.environ.setdefault("ENV_README_PATH", str(resources.files("rooms").joinpath("README.md")))
     uvicorn.run(
-        "rooms.server.app:app",
+        f"{__package__}.serve:app",
         host=args.host,
         port=args.port,
         workers=args.workers,

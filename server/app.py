@@ -19,7 +19,6 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from openenv.core.env_server.http_server import create_fastapi_app
 from openenv.core.env_server.types import ConcurrencyConfig
-from openenv.core.env_server.web_interface import create_web_interface_app
 from pydantic import Field, create_model
 
 from rooms.models import RoomsAction, RoomsObservation
@@ -40,10 +39,13 @@ def bounded_action(max_message_length: int) -> type[RoomsAction]:
 
 def create_rooms_app(settings: Settings) -> FastAPI:
     """The Rooms app for `settings`: OpenEnv's app, with the web interface if enabled."""
-    # Both take the environment's class, though the web app's signature names an instance.
-    create_app: Callable[..., FastAPI] = (
-        create_web_interface_app if settings.enable_web_interface else create_fastapi_app
-    )
+    create_app: Callable[..., FastAPI] = create_fastapi_app
+    if settings.enable_web_interface:
+        # Imported only when asked for: it imports Gradio, which the `server` command leaves out otherwise.
+        from openenv.core.env_server.web_interface import create_web_interface_app
+
+        # It takes the environment's class too, though its signature names an instance.
+        create_app = create_web_interface_app
     app = create_app(
         RoomsEnvironment,
         bounded_action(settings.max_message_length),
