@@ -8,8 +8,9 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .client import RoomsEnv, RoomsLaunch, RoomsSyncEnv
+    from .client import RoomsEnv
     from .models import RoomsAction, RoomsObservation
+    from .typed_client import Launch, SyncClient
 
 # Each name is imported from its module on first use (PEP 562): the `server` command decides
 # what OpenEnv may import before anything imports OpenEnv, and a server never loads the client.
@@ -17,10 +18,10 @@ EXPORTS = {
     "RoomsAction": ".models",
     "RoomsObservation": ".models",
     "RoomsEnv": ".client",
-    "RoomsLaunch": ".client",
-    "RoomsSyncEnv": ".client",
+    "SyncClient": ".typed_client",
+    "Launch": ".typed_client",
 }
-__all__ = ["RoomsAction", "RoomsEnv", "RoomsLaunch", "RoomsObservation", "RoomsSyncEnv"]
+__all__ = ["Launch", "RoomsAction", "RoomsEnv", "RoomsObservation", "SyncClient"]
 
 
 def __getattr__(name: str) -> Any:

@@ -3,11 +3,13 @@
 from openenv.core.env_server.types import Action, Observation
 from pydantic import Field
 
+MAX_MESSAGE_LENGTH = 1_048_576  # characters: the reward stays within [0, 104857.6] (openenv.yaml)
+
 
 class RoomsAction(Action):
     """A message for the environment to echo back."""
 
-    message: str = Field(..., description="The message to echo back")
+    message: str = Field(..., max_length=MAX_MESSAGE_LENGTH, description="The message to echo back")
 
 
 class RoomsObservation(Observation):
@@ -17,4 +19,4 @@ class RoomsObservation(Observation):
     message_length: int = Field(..., ge=0, description="Length of the message in characters")
 
 
-__all__ = ["RoomsAction", "RoomsObservation"]
+__all__ = ["MAX_MESSAGE_LENGTH", "RoomsAction", "RoomsObservation"]

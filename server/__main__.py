@@ -1,15 +1,17 @@
-"""The `server` command: serve Rooms with uvicorn (`uv run server`, `python -m rooms.server`)."""
+"""The `server` command: serve this package's environment with uvicorn (`uv run server`,
+`python -m <package>.server`)."""
 
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
-from importlib import resources
 
 import uvicorn
 
 from .settings import Settings, SettingsError
+
+PACKAGE = (__package__ or "").split(".")[0]  # `__name__` is "__main__" under `python -m`
+NAME = PACKAGE.replace("_", " ").title()  # as the start-up line names it
 
 SHUTDOWN_GRACE_S = 3  # open WebSockets are closed (1012) and the process exits within this
 # With --workers, each worker first imports OpenEnv (and Gradio, with the web interface on): several
@@ -19,7 +21,7 @@ WORKER_HEALTHCHECK_TIMEOUT_S = 60
 
 def parse_args(settings: Settings, argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options of the `server` command."""
-    parser = argparse.ArgumentParser(prog="server", description="Serve the Rooms environment.")
+    parser = argparse.ArgumentParser(prog="server", description=f"Serve the {NAME} environment.")
     parser.add_argument("--host", default=settings.host, help=f"bind address (env HOST, default {settings.host})")
     parser.add_argument("--port", type=int, default=settings.port, help=f"port (env PORT, default {settings.port})")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
@@ -31,10 +33,10 @@ def capacity_message(max_sessions: int, workers: int) -> str:
     """What the `server` command says at start-up about the sessions it accepts."""
     if workers > 1:
         return (
-            f"Rooms accepts up to {max_sessions} concurrent WebSocket sessions per worker, "
+            f"{NAME} accepts up to {max_sessions} concurrent WebSocket sessions per worker, "
             f"{max_sessions * workers} in all over {workers} workers (MAX_CONCURRENT_ENVS={max_sessions})"
         )
-    return f"Rooms accepts up to {max_sessions} concurrent WebSocket sessions (MAX_CONCURRENT_ENVS={max_sessions})"
+    return f"{NAME} accepts up to {max_sessions} concurrent WebSocket sessions (MAX_CONCURRENT_ENVS={max_sessions})"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -45,8 +47,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(f"server: {error}") from None
     args = parse_args(settings, argv)
     print(capacity_message(settings.max_concurrent_envs, args.workers), flush=True)
-    # OpenEnv's /web page shows the README it finds at this path (in a container, /app/env/README.md).
-    os.environ.setdefault("ENV_README_PATH", str(resources.files("rooms").joinpath("README.md")))
     uvicorn.run(
         f"{__package__}.serve:app",
         host=args.host,

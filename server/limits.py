@@ -18,6 +18,8 @@ import json
 from openenv.core.env_server.types import WSErrorCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .settings import PREFIX
+
 _DEEP = 512  # brackets in a frame before it is worth checking how deep they nest
 
 
@@ -74,8 +76,8 @@ class ClientLimits:
     async def _too_large(self, send: Send) -> None:
         body = json.dumps(
             {
-                "detail": f"Request body is larger than {self.max_body_bytes} bytes, the limit that follows from "
-                "ROOMS_MAX_MESSAGE_LENGTH"
+                "detail": f"Request body is larger than {self.max_body_bytes} bytes, the server's limit "
+                f"({PREFIX}MAX_PAYLOAD_BYTES)"
             }
         ).encode()
         await send(

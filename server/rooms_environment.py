@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import sys
-import threading
-from functools import cache
-from importlib import metadata, resources
 from typing import Any
 from uuid import uuid4
 
@@ -13,6 +10,7 @@ from openenv.core.env_server.interfaces import Environment
 from openenv.core.env_server.types import EnvironmentMetadata, State
 
 from rooms.models import RoomsAction, RoomsObservation
+from rooms.server.serving import package_readme, package_version
 
 READY_MESSAGE = "Rooms environment ready!"
 
@@ -29,8 +27,7 @@ class RoomsEnvironment(Environment[RoomsAction, RoomsObservation, State]):
     ## Action Space
 
     `RoomsAction(message: str)`: any Unicode string of at most
-    `ROOMS_MAX_MESSAGE_LENGTH` characters (default 1,048,576). Unknown fields
-    are rejected.
+    `MAX_MESSAGE_LENGTH` (1,048,576) characters. Unknown fields are rejected.
 
     ## Observation Space
 
@@ -89,36 +86,12 @@ class RoomsEnvironment(Environment[RoomsAction, RoomsObservation, State]):
     # OpenEnv creates and closes each WebSocket session's environment in an executor: by default a
     # new thread per session, whose start blocks the event loop and whose wake-ups take the GIL
     # from it. Rooms does no blocking work there (reset and step are native async), so all sessions
-    # share one thread: about 15 % less server CPU per session (README, Performance > Capacity).
+    # share one thread: about 15 % less server CPU per session (docs/performance.md).
     REQUIRES_SINGLE_THREAD_EXECUTOR = True
-
-    _open = 0  # instances created and not yet closed: the server's WebSocket sessions
-    _open_lock = threading.Lock()  # the server creates and closes sessions in executor threads
 
     def __init__(self) -> None:
         super().__init__()
         self._state = State(episode_id=str(uuid4()), step_count=0)
-        self._closed = False
-        with RoomsEnvironment._open_lock:
-            RoomsEnvironment._open += 1
-
-    def close(self) -> None:
-        """Release this instance's place in `open_instances()` (once, however often it is called)."""
-        with RoomsEnvironment._open_lock:
-            if not self._closed:
-                self._closed = True
-                RoomsEnvironment._open -= 1
-
-    @classmethod
-    def open_instances(cls) -> int:
-        """Instances created and not yet closed in this process.
-
-        The server keeps one per WebSocket session and closes it when the session ends. A stateless
-        HTTP `/reset` or `/step` creates and closes its own within one event-loop step, so a request
-        handled on the same event loop (such as `/capacity`) never sees it.
-        """
-        with cls._open_lock:
-            return cls._open
 
     def reset(
         self,
@@ -181,17 +154,12 @@ class RoomsEnvironment(Environment[RoomsAction, RoomsObservation, State]):
 
     def get_metadata(self) -> EnvironmentMetadata:
         """Name, description, version and README, for `/metadata` and `/web`."""
-        return _rooms_metadata()
-
-
-@cache
-def _rooms_metadata() -> EnvironmentMetadata:
-    return EnvironmentMetadata(
-        name="Rooms",
-        description="Echoes each message back; the reward is its length × 0.1.",
-        version=metadata.version("openenv-rooms"),
-        readme_content=resources.files("rooms").joinpath("README.md").read_text(encoding="utf-8"),
-    )
+        return EnvironmentMetadata(
+            name="Rooms",
+            description="Echoes each message back; the reward is its length × 0.1.",
+            version=package_version(),
+            readme_content=package_readme(),
+        )
 
 
 def _self_check() -> int:

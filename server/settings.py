@@ -1,4 +1,9 @@
-"""The server's settings: every environment variable Rooms reads, read once when the server starts."""
+"""The server's settings: every environment variable the server reads, read once when it starts.
+
+Settings of this package's own are prefixed by its name in capitals (`PREFIX`): a
+package `wordcount` reads `WORDCOUNT_MAX_PAYLOAD_BYTES`. OpenEnv's and uvicorn's
+customary names (`MAX_CONCURRENT_ENVS`, `PORT`, ...) are read unprefixed.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+PREFIX = f"{__name__.split('.')[0].upper()}_"
+
 # TRL's AsyncGRPO keeps 128 rollouts in flight: 512 runs it with 4x headroom. An idle session costs
-# 20-40 KB of server memory (README, Performance > Capacity): 512 of them, about 20 MB.
+# 20-40 KB of server memory (docs/performance.md): 512 of them, about 20 MB.
 DEFAULT_MAX_CONCURRENT_ENVS = 512
 # uvicorn's own default for both: a peer that vanished frees its session within their sum.
 DEFAULT_WS_PING_S = 20.0
-DEFAULT_MAX_MESSAGE_LENGTH = 1_048_576
+# Room for a 1 MiB string field however it is escaped (12 bytes per character at most, a surrogate
+# pair's escape), and 64 KiB for the rest of the message.
+DEFAULT_MAX_PAYLOAD_BYTES = 12 * 1_048_576 + 64 * 1024
 
 T = TypeVar("T", int, float)
 
@@ -27,7 +36,7 @@ class Settings:
 
     max_concurrent_envs: int = DEFAULT_MAX_CONCURRENT_ENVS
     session_timeout_s: float | None = None
-    max_message_length: int = DEFAULT_MAX_MESSAGE_LENGTH
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     enable_web_interface: bool = False
     host: str = "0.0.0.0"
     port: int = 8000
@@ -36,29 +45,20 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
-        """Read `MAX_CONCURRENT_ENVS`, `SESSION_TIMEOUT_S`, `ROOMS_MAX_MESSAGE_LENGTH`,
-        `ENABLE_WEB_INTERFACE`, `HOST`, `PORT`, `ROOMS_WS_PING_INTERVAL_S` and
-        `ROOMS_WS_PING_TIMEOUT_S`; raise `SettingsError` for a bad value."""
+        """Read `MAX_CONCURRENT_ENVS`, `SESSION_TIMEOUT_S`, `ENABLE_WEB_INTERFACE`, `HOST`, `PORT`,
+        and `<PREFIX>MAX_PAYLOAD_BYTES`, `<PREFIX>WS_PING_INTERVAL_S`, `<PREFIX>WS_PING_TIMEOUT_S`;
+        raise `SettingsError` for a bad value."""
         timeout = environ.get("SESSION_TIMEOUT_S", "")
         return cls(
             max_concurrent_envs=positive(environ, "MAX_CONCURRENT_ENVS", int, cls.max_concurrent_envs),
             session_timeout_s=positive(environ, "SESSION_TIMEOUT_S", float, 0.0) if timeout else None,
-            max_message_length=positive(environ, "ROOMS_MAX_MESSAGE_LENGTH", int, cls.max_message_length),
+            max_payload_bytes=positive(environ, f"{PREFIX}MAX_PAYLOAD_BYTES", int, cls.max_payload_bytes),
             enable_web_interface=flag(environ, "ENABLE_WEB_INTERFACE"),
             host=environ.get("HOST", cls.host),
             port=port(environ, "PORT", cls.port),
-            ws_ping_interval_s=positive(environ, "ROOMS_WS_PING_INTERVAL_S", float, cls.ws_ping_interval_s),
-            ws_ping_timeout_s=positive(environ, "ROOMS_WS_PING_TIMEOUT_S", float, cls.ws_ping_timeout_s),
+            ws_ping_interval_s=positive(environ, f"{PREFIX}WS_PING_INTERVAL_S", float, cls.ws_ping_interval_s),
+            ws_ping_timeout_s=positive(environ, f"{PREFIX}WS_PING_TIMEOUT_S", float, cls.ws_ping_timeout_s),
         )
-
-    @property
-    def max_payload_bytes(self) -> int:
-        """The largest request body or WebSocket frame a valid message can need.
-
-        A character inside a JSON string takes at most 12 bytes (a surrogate pair
-        escape); 64 KiB leave room for the rest of the message.
-        """
-        return 12 * self.max_message_length + 64 * 1024
 
 
 def positive(environ: Mapping[str, str], name: str, kind: Callable[[str], T], default: T) -> T:

@@ -23,7 +23,8 @@ from openenv.core.client_types import StepResult
 from openenv.core.env_server.types import State
 from websockets.asyncio.server import ServerConnection
 
-from rooms import RoomsAction, RoomsEnv, RoomsObservation, RoomsSyncEnv
+from rooms import RoomsAction, RoomsEnv, RoomsObservation, SyncClient
+from rooms.models import MAX_MESSAGE_LENGTH
 from tests.conftest import ServerFactory, free_port, require, wait_until_healthy, websockets_server
 from tests.openenv_reference import ReferenceEnv
 
@@ -123,7 +124,7 @@ def test_plain_client_without_with(base_url: str) -> None:
 
 def test_explicit_sync_client(base_url: str) -> None:
     client = RoomsEnv(base_url=base_url).sync()
-    assert isinstance(client, RoomsSyncEnv)
+    assert isinstance(client, SyncClient)
     with client:
         assert client.step(RoomsAction(message="Hi")).reward == 0.2
         assert client.state().step_count == 1
@@ -186,11 +187,13 @@ def test_unreachable_server_raises_connection_error(form: str) -> None:
 
 @pytest.mark.parametrize("form", FORMS)
 def test_server_validation_error_says_what_was_wrong(server_factory: ServerFactory, form: str) -> None:
-    server = server_factory(env={"ROOMS_MAX_MESSAGE_LENGTH": "5"})
-    outcomes = FORMS[form](server.url, lambda do: [do("step", RoomsAction(message="123456")), do("state")])
+    server = server_factory()
+    too_long = RoomsAction.model_construct(message="x" * (MAX_MESSAGE_LENGTH + 1))  # as a client without the bound
+    outcomes = FORMS[form](server.url, lambda do: [do("step", too_long), do("state")])
     assert outcomes[0] == (
         RuntimeError,
-        "Server error: Invalid message: message: String should have at most 5 characters (code: VALIDATION_ERROR)",
+        f"Server error: Invalid message: message: String should have at most {MAX_MESSAGE_LENGTH} characters "
+        "(code: VALIDATION_ERROR)",
     )
     assert outcomes[1].step_count == 0  # the session survived the refusal
 

@@ -7,6 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from rooms import RoomsAction, RoomsObservation
+from rooms.models import MAX_MESSAGE_LENGTH
 
 
 def test_action_keeps_the_message() -> None:
@@ -34,11 +35,17 @@ def test_importing_the_models_reads_no_server_setting() -> None:
     code = "from rooms import RoomsAction, RoomsEnv; print(len(RoomsAction(message='123456').message))"
     result = subprocess.run(
         [sys.executable, "-c", code],
-        env={"ROOMS_MAX_MESSAGE_LENGTH": "5", "MAX_CONCURRENT_ENVS": "bad", "PATH": ""},
+        env={"ROOMS_MAX_PAYLOAD_BYTES": "5", "MAX_CONCURRENT_ENVS": "bad", "PATH": ""},
         capture_output=True,
         text=True,
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, "6\n", "")
+
+
+def test_action_message_is_bounded_by_max_message_length() -> None:
+    assert len(RoomsAction(message="x" * MAX_MESSAGE_LENGTH).message) == MAX_MESSAGE_LENGTH
+    with pytest.raises(ValidationError, match=f"at most {MAX_MESSAGE_LENGTH} characters"):
+        RoomsAction(message="x" * (MAX_MESSAGE_LENGTH + 1))
 
 
 def test_observation_has_echo_fields_and_base_fields() -> None:

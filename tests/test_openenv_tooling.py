@@ -168,10 +168,10 @@ def test_openenv_build_builds_the_image(openenv: OpenEnv, base_image: str) -> No
 
 
 def test_manifest_reward_range_follows_from_the_message_bound() -> None:
-    from rooms.server.settings import DEFAULT_MAX_MESSAGE_LENGTH
+    from rooms.models import MAX_MESSAGE_LENGTH
 
     manifest = yaml.safe_load((ROOT / "openenv.yaml").read_text())
-    assert manifest["validation"]["reward"]["range"] == [0.0, DEFAULT_MAX_MESSAGE_LENGTH / 10]
+    assert manifest["validation"]["reward"]["range"] == [0.0, MAX_MESSAGE_LENGTH / 10]
     assert (manifest["name"], manifest["type"], manifest["runtime"], manifest["app"], manifest["port"]) == (
         "rooms",
         "space",

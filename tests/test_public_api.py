@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = {
     "rooms": ROOT / "__init__.py",
     "rooms.client": ROOT / "client.py",
+    "rooms.typed_client": ROOT / "typed_client.py",
     "rooms.models": ROOT / "models.py",
     **{f"rooms.server.{p.stem}": p for p in (ROOT / "server").glob("*.py") if p.stem != "__init__"},
     "rooms.server": ROOT / "server" / "__init__.py",

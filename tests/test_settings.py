@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rooms.server.settings import DEFAULT_MAX_CONCURRENT_ENVS, DEFAULT_MAX_MESSAGE_LENGTH, Settings, SettingsError
+from rooms.server.settings import DEFAULT_MAX_CONCURRENT_ENVS, DEFAULT_MAX_PAYLOAD_BYTES, Settings, SettingsError
 from tests.conftest import ServerFactory
 
 
@@ -12,7 +12,7 @@ def test_defaults_when_nothing_is_set() -> None:
     assert Settings.from_env({}) == Settings(
         max_concurrent_envs=DEFAULT_MAX_CONCURRENT_ENVS,
         session_timeout_s=None,
-        max_message_length=DEFAULT_MAX_MESSAGE_LENGTH,
+        max_payload_bytes=DEFAULT_MAX_PAYLOAD_BYTES,
         enable_web_interface=False,
         host="0.0.0.0",
         port=8000,
@@ -23,7 +23,7 @@ def test_every_variable_is_read() -> None:
     environ = {
         "MAX_CONCURRENT_ENVS": "7",
         "SESSION_TIMEOUT_S": "2.5",
-        "ROOMS_MAX_MESSAGE_LENGTH": "100",
+        "ROOMS_MAX_PAYLOAD_BYTES": "100",
         "ENABLE_WEB_INTERFACE": "True",
         "HOST": "127.0.0.1",
         "PORT": "8123",
@@ -31,8 +31,10 @@ def test_every_variable_is_read() -> None:
     assert Settings.from_env(environ) == Settings(7, 2.5, 100, True, "127.0.0.1", 8123)
 
 
-def test_the_payload_bound_follows_the_message_bound() -> None:
-    assert Settings(max_message_length=5).max_payload_bytes == 12 * 5 + 64 * 1024
+def test_the_default_payload_bound_holds_a_longest_message_however_escaped() -> None:
+    from rooms.models import MAX_MESSAGE_LENGTH
+
+    assert DEFAULT_MAX_PAYLOAD_BYTES == 12 * MAX_MESSAGE_LENGTH + 64 * 1024
 
 
 @pytest.mark.parametrize(
@@ -42,7 +44,7 @@ def test_the_payload_bound_follows_the_message_bound() -> None:
         ("MAX_CONCURRENT_ENVS", "many", "MAX_CONCURRENT_ENVS must be a positive integer, got 'many'"),
         ("SESSION_TIMEOUT_S", "-1", "SESSION_TIMEOUT_S must be a positive number, got '-1'"),
         ("SESSION_TIMEOUT_S", "soon", "SESSION_TIMEOUT_S must be a positive number, got 'soon'"),
-        ("ROOMS_MAX_MESSAGE_LENGTH", "1.5", "ROOMS_MAX_MESSAGE_LENGTH must be a positive integer, got '1.5'"),
+        ("ROOMS_MAX_PAYLOAD_BYTES", "1.5", "ROOMS_MAX_PAYLOAD_BYTES must be a positive integer, got '1.5'"),
         ("ENABLE_WEB_INTERFACE", "maybe", "ENABLE_WEB_INTERFACE must be true or false, got 'maybe'"),
         ("PORT", "70000", "PORT must be a port number (1-65535), got 70000"),
     ],
@@ -56,7 +58,7 @@ def test_a_bad_value_raises_one_error_naming_the_variable(name: str, value: str,
 
 @pytest.mark.parametrize(
     "name, value",
-    [("MAX_CONCURRENT_ENVS", "0"), ("SESSION_TIMEOUT_S", "soon"), ("ROOMS_MAX_MESSAGE_LENGTH", "x"), ("PORT", "-1")],
+    [("MAX_CONCURRENT_ENVS", "0"), ("SESSION_TIMEOUT_S", "soon"), ("ROOMS_MAX_PAYLOAD_BYTES", "x"), ("PORT", "-1")],
 )
 def test_the_server_refuses_to_start_on_a_bad_value_in_one_line(
     server_factory: ServerFactory, name: str, value: str

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from openenv.core.env_server.types import State
 from rich.console import Console
 from rich.table import Table
 
-from rooms import RoomsAction, RoomsEnv
-from rooms.client import RoomsSyncEnv
+from rooms import RoomsAction, RoomsEnv, RoomsObservation, SyncClient
 
 HELP = (__doc__ or "").split("\n\n")[0].split(": ", 1)[1]
 
@@ -76,13 +76,13 @@ class RoundRobin:
         return urls[start:] + urls[:start]
 
 
-def close_quietly(env: RoomsSyncEnv) -> None:
+def close_quietly(env: SyncClient[RoomsAction, RoomsObservation, State]) -> None:
     """Close a session whose replica may be gone: then there is nothing left to close."""
     with contextlib.suppress(*REPLICA_GONE, OSError):
         env.close()
 
 
-def open_session(pool: RoundRobin) -> tuple[RoomsSyncEnv, str]:
+def open_session(pool: RoundRobin) -> tuple[SyncClient[RoomsAction, RoomsObservation, State], str]:
     """A new session, reset, on the first replica in turn that takes it."""
     refusals: list[str] = []
     for url in pool.candidates():
@@ -126,7 +126,7 @@ class Tally:
 
 def load_thread(pool: RoundRobin, tally: Tally, until: Until, message: str, think_s: float) -> None:
     """Step one session at a time until told to stop, moving to another replica when one fails."""
-    env: RoomsSyncEnv | None = None
+    env: SyncClient[RoomsAction, RoomsObservation, State] | None = None
     url = ""
     failed_at: float | None = None
     steps: Counter[str] = Counter()

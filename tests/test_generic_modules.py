@@ -1,0 +1,41 @@
+"""The machinery is apart from the name: a copy for another environment uses it unchanged.
+
+What is Rooms' own lives in the four files OpenEnv's template has (`models.py`, `client.py`,
+`server/rooms_environment.py`, `server/app.py`); every other module names no Rooms type, no
+`rooms` import path and no `ROOMS_` setting, so it works under any package name.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.conftest import ROOT
+
+ENVIRONMENT_FILES = {"models.py", "client.py", "server/rooms_environment.py", "server/app.py"}
+PACKAGE_FILES = {"__init__.py", "server/__init__.py"}  # exports, named after the environment
+GENERIC_FILES = sorted(
+    str(path.relative_to(ROOT))
+    for path in [*ROOT.glob("*.py"), *(ROOT / "server").glob("*.py"), ROOT / "server" / "Dockerfile"]
+    if str(path.relative_to(ROOT)) not in ENVIRONMENT_FILES | PACKAGE_FILES
+)
+ROOMS_NAME = re.compile(r"Rooms|rooms\.|ROOMS_")
+
+
+def test_the_machinery_is_there() -> None:
+    assert {"typed_client.py", "server/serving.py", "server/settings.py", "server/__main__.py"} <= set(GENERIC_FILES)
+
+
+@pytest.mark.parametrize("path", GENERIC_FILES)
+def test_a_generic_module_names_no_rooms_type_path_or_setting(path: str) -> None:
+    text = (ROOT / path).read_text(encoding="utf-8")
+    found = [f"line {n}: {line.strip()}" for n, line in enumerate(text.splitlines(), 1) if ROOMS_NAME.search(line)]
+    assert found == []
+
+
+def test_settings_are_prefixed_by_the_package_name() -> None:
+    from rooms.server.settings import PREFIX, Settings
+
+    assert PREFIX == "ROOMS_"
+    assert Settings.from_env({"ROOMS_MAX_PAYLOAD_BYTES": "1000"}).max_payload_bytes == 1000

@@ -1,0 +1,368 @@
+"""A typed OpenEnv client with a fast synchronous form and launch handles, for any environment.
+
+`TypedEnvClient` is OpenEnv's `EnvClient`: subclass it with the three hooks
+(`_step_payload`, `_parse_result`, `_parse_state`), as OpenEnv's template does.
+In async code it is OpenEnv's client unchanged. `.sync()` gives a `SyncClient`,
+a synchronous client on one blocking `websockets` connection, so a rollout loop's
+`env.step(...)` is a single round trip in the calling thread. `from_docker_image`,
+`from_env` and `from_hub` return a `Launch`: await it, call `.sync()`, or use it
+directly as the synchronous client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import threading
+from collections.abc import Callable, Coroutine, Generator
+from contextlib import suppress
+from ipaddress import ip_address
+from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
+
+from openenv.core.client_types import StepResult
+from openenv.core.containers.runtime import ContainerProvider, LocalDockerProvider, RuntimeProvider, UVProvider
+from openenv.core.env_client import EnvClient
+from openenv.core.env_server.types import Action, Observation, State
+from openenv.core.sync_client import SyncEnvClient
+from openenv.core.utils import convert_to_ws_url, hf_space_subdomain
+from pydantic_core import from_json
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State as SocketState
+from websockets.sync.client import ClientConnection, connect
+
+ActT = TypeVar("ActT", bound=Action)
+ObsT = TypeVar("ObsT", bound=Observation)
+StateT = TypeVar("StateT", bound=State)
+
+ENV_CLIENT_ARGUMENTS = inspect.signature(EnvClient.__init__)
+# websockets >= 17 warns about a connection opened without `with` unless asked for directly.
+DIRECT_CONNECTION: dict[str, Any] = {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
+
+
+class TypedEnvClient(EnvClient[ActT, ObsT, StateT]):
+    """OpenEnv's `EnvClient` with `.sync()` and launch handles; one instance is one session.
+
+    Takes OpenEnv's `EnvClient` arguments (`base_url`, `connect_timeout_s`,
+    `message_timeout_s`, `headers`, ...). In async code, `await` its methods or
+    use `async with`; in sync code, use `.sync()` (or the client directly, which
+    goes through OpenEnv's own sync wrapper).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        arguments = ENV_CLIENT_ARGUMENTS.bind(self, *args, **kwargs)
+        arguments.apply_defaults()
+        #: The constructor's arguments, defaults included: `.sync()` connects with them.
+        self.arguments: dict[str, Any] = {k: v for k, v in arguments.arguments.items() if k != "self"}
+        self.sync_client: SyncClient[ActT, ObsT, StateT] | None = None
+
+    def sync(self) -> SyncClient[ActT, ObsT, StateT]:
+        """The synchronous client for this session."""
+        if self.sync_client is None:
+            self.sync_client = SyncClient(self)
+        return self.sync_client
+
+    @classmethod
+    def from_docker_image(  # type: ignore[override]
+        cls, image: str, provider: ContainerProvider | None = None, **kwargs: Any
+    ) -> Launch[ActT, ObsT, StateT]:
+        """Run `image` in a container (`LocalDockerProvider` unless `provider` is given).
+
+        `close()` on the client stops the container. `kwargs` go to `start_container`.
+        """
+
+        def start() -> TypedEnvClient[ActT, ObsT, StateT]:
+            containers = provider or LocalDockerProvider()  # type: ignore[no-untyped-call]
+            try:
+                base_url = containers.start_container(image, **kwargs)
+                containers.wait_for_ready(base_url)
+                return cls(base_url=base_url, provider=containers)
+            except BaseException:
+                containers.stop_container()
+                raise
+
+        return Launch(start)
+
+    @classmethod
+    def from_env(  # type: ignore[override]
+        cls,
+        repo_id: str,
+        *,
+        use_docker: bool = True,
+        provider: ContainerProvider | RuntimeProvider | None = None,
+        **provider_kwargs: Any,
+    ) -> Launch[ActT, ObsT, StateT]:
+        """Run the Hugging Face Space `repo_id` locally, as OpenEnv's `from_env` does.
+
+        With Docker (the default) its image is pulled from the Space's registry
+        (`tag=` picks the tag); with `use_docker=False` it runs with uv from the
+        Space's git repository, or from `project_path=` (a local checkout).
+        """
+        if use_docker:
+            tag = provider_kwargs.pop("tag", "latest")
+            image = f"registry.hf.space/{hf_space_subdomain(repo_id)}:{tag}"
+            return cls.from_docker_image(image, provider, **provider_kwargs)  # type: ignore[arg-type]
+        start_args = {
+            key: provider_kwargs.pop(key) for key in ("port", "env_vars", "workers") if key in provider_kwargs
+        }
+        if provider is None:
+            project_path = provider_kwargs.pop("project_path", f"git+https://huggingface.co/spaces/{repo_id}")
+            provider = UVProvider(project_path=project_path, **provider_kwargs)
+        elif provider_kwargs:
+            raise ValueError("provider_kwargs cannot be used when supplying a provider instance")
+        runtime: RuntimeProvider = provider  # type: ignore[assignment]
+
+        def start() -> TypedEnvClient[ActT, ObsT, StateT]:
+            try:
+                base_url = runtime.start(**start_args)
+                runtime.wait_for_ready()
+                return cls(base_url=base_url, provider=runtime)
+            except BaseException:
+                runtime.stop()
+                raise
+
+        return Launch(start)
+
+    from_hub = from_env
+
+
+class SyncClient(SyncEnvClient[ActT, ObsT, StateT]):
+    """The synchronous client: one blocking WebSocket, replies read in the caller's call.
+
+    Protocol, results and exceptions are those of OpenEnv's sync client:
+    `ConnectionError` when the server cannot be reached, `RuntimeError("Server
+    error: ...")` for an error frame, `TimeoutError` after `message_timeout_s`,
+    and a new session on the next call once the server has closed the socket.
+    A session lost while a call waits for its reply (the server died) raises
+    `ConnectionError` too, where OpenEnv's raises websockets' `ConnectionClosedError`.
+    `websockets` answers the server's pings between calls, in its own thread.
+    """
+
+    def __init__(self, client: TypedEnvClient[ActT, ObsT, StateT]) -> None:
+        super().__init__(client)
+        self.client = client
+        self.server_url: str | None = client.base_url
+        self.sessions: list[SyncClient[ActT, ObsT, StateT]] = []
+        self._socket: ClientConnection | None = None
+        self._one_call_at_a_time = threading.Lock()
+
+    def connect(self) -> SyncClient[ActT, ObsT, StateT]:
+        """Open the session (nothing to do if it is open)."""
+        with self._one_call_at_a_time:
+            self._open_socket()
+        return self
+
+    def disconnect(self) -> None:
+        """End the session on the server and close the WebSocket; a container keeps running."""
+        with self._one_call_at_a_time:
+            socket, self._socket = self._socket, None
+        if socket is not None:
+            with suppress(ConnectionClosed):
+                socket.send(json.dumps({"type": "close"}))
+            socket.close()
+
+    def reset(self, **kwargs: Any) -> StepResult[ObsT]:
+        """Start a new episode; `seed`, `episode_id` and other kwargs go to the server."""
+        return self.client._parse_result(self._request({"type": "reset", "data": kwargs}))
+
+    def step(self, action: ActT, **kwargs: Any) -> StepResult[ObsT]:
+        """Send one action and return its `StepResult`."""
+        return self.client._parse_result(self._request({"type": "step", "data": self.client._step_payload(action)}))
+
+    def state(self) -> StateT:
+        """The session's `State`: episode id and step count."""
+        return self.client._parse_state(self._request({"type": "state"}))
+
+    def new_session(self) -> SyncClient[ActT, ObsT, StateT]:
+        """Open another session on the same server; it is closed with this one."""
+        arguments = {**self.client.arguments, "base_url": self._url(), "provider": None}
+        session = type(self.client)(**arguments).sync().connect()
+        self.sessions.append(session)
+        return session
+
+    def close(self) -> None:
+        """Close this session and those from `new_session()`, then stop any server the client started."""
+        try:
+            for session in self.sessions:
+                with suppress(Exception):
+                    session.close()
+            self.sessions.clear()
+            self.disconnect()
+        finally:
+            super().close()
+
+    def __enter__(self) -> SyncClient[ActT, ObsT, StateT]:
+        return self.connect()
+
+    def _url(self) -> str:
+        if self.server_url is None:
+            self.server_url = start_provider(self.client.arguments["provider"])
+        return self.server_url
+
+    def _open_socket(self) -> ClientConnection:
+        if self._socket is not None and self._socket.state is SocketState.OPEN:
+            return self._socket
+        self._socket = None
+        arguments = self.client.arguments
+        ws_url = convert_to_ws_url(self._url()) + "/ws"
+        options: dict[str, Any] = {
+            "open_timeout": arguments["connect_timeout_s"],
+            "max_size": int(arguments["max_message_size_mb"] * 1024 * 1024),
+            "ping_interval": arguments["websocket_ping_interval_s"],
+            "ping_timeout": arguments["websocket_ping_timeout_s"],
+            "additional_headers": arguments["headers"],
+            **({"proxy": None} if is_loopback(ws_url) else {}),
+            **DIRECT_CONNECTION,
+        }
+        try:
+            self._socket = connect(ws_url, **options)
+        except Exception as error:
+            raise ConnectionError(f"Failed to connect to {ws_url}: {error}") from error
+        return self._socket
+
+    def _request(self, message: dict[str, Any]) -> dict[str, Any]:
+        with self._one_call_at_a_time:
+            socket = self._open_socket()
+            with suppress(ConnectionClosed):  # a refused session sends its error frame, then closes
+                socket.send(json.dumps(message))
+            try:
+                reply = socket.recv(timeout=self.client.arguments["message_timeout_s"], decode=False)
+            except ConnectionClosed as closed:
+                self._socket = None
+                raise ConnectionError(f"The server closed the session before replying: {closed}") from closed
+            except TimeoutError:
+                # A late reply must never be read as the answer to the next request.
+                self._socket = None
+                threading.Thread(target=socket.close, daemon=True).start()
+                raise asyncio.TimeoutError(f"No reply within {self.client.arguments['message_timeout_s']} s") from None
+        data: dict[str, Any] = raise_for_server_error(from_json(reply)).get("data", {})
+        return data
+
+
+class Launch(Coroutine[Any, Any, TypedEnvClient[ActT, ObsT, StateT]], Generic[ActT, ObsT, StateT]):
+    """What `from_docker_image`, `from_env` and `from_hub` return: a server not started yet.
+
+    `await` it (or `asyncio.run` it) for a connected client; `.sync()` for its
+    connected `SyncClient`; or call `reset()`, `step()`, `close()`, `with`...
+    on it directly, as on that synchronous client. Either way it starts one
+    server, once: resolving it a second time raises `RuntimeError`.
+    """
+
+    def __init__(self, start: Callable[[], TypedEnvClient[ActT, ObsT, StateT]]) -> None:
+        self._start = start
+        self._started = False
+        self._connecting: Coroutine[Any, Any, TypedEnvClient[ActT, ObsT, StateT]] | None = None
+        self._sync_env: SyncClient[ActT, ObsT, StateT] | None = None
+
+    def sync(self) -> SyncClient[ActT, ObsT, StateT]:
+        """Start the server, connect, and return the synchronous client."""
+        env = self._start_once().sync()
+        try:
+            env.connect()
+        except BaseException:
+            env.close()
+            raise
+        self._sync_env = env
+        return env
+
+    def reset(self, **kwargs: Any) -> StepResult[ObsT]:
+        """`reset` on the synchronous client, started on first use."""
+        return self._synchronous().reset(**kwargs)
+
+    def step(self, action: ActT, **kwargs: Any) -> StepResult[ObsT]:
+        """`step` on the synchronous client, started on first use."""
+        return self._synchronous().step(action, **kwargs)
+
+    def state(self) -> StateT:
+        """`state` on the synchronous client, started on first use."""
+        return self._synchronous().state()
+
+    def new_session(self) -> SyncClient[ActT, ObsT, StateT]:
+        """`new_session` on the synchronous client, started on first use."""
+        return self._synchronous().new_session()
+
+    def close(self) -> None:
+        """Close the client and stop its server; if nothing started, discard the launch."""
+        if self._sync_env is not None:
+            self._sync_env.close()
+        elif self._connecting is not None:
+            self._connecting.close()
+
+    def __enter__(self) -> SyncClient[ActT, ObsT, StateT]:
+        return self._synchronous()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __await__(self) -> Generator[Any, None, TypedEnvClient[ActT, ObsT, StateT]]:
+        return self._connection().__await__()
+
+    def send(self, value: Any) -> Any:
+        return self._connection().send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._connection().throw(*args)
+
+    def __repr__(self) -> str:
+        return f"<Launch {'started' if self._started else 'not started'} (await it, or use it as a sync client)>"
+
+    def _start_once(self) -> TypedEnvClient[ActT, ObsT, StateT]:
+        if self._started:
+            raise RuntimeError(
+                "This bootstrap handle has already been resolved; call the factory again to start a new environment."
+            )
+        self._started = True
+        return self._start()
+
+    def _synchronous(self) -> SyncClient[ActT, ObsT, StateT]:
+        return self._sync_env if self._sync_env is not None else self.sync()
+
+    def _connection(self) -> Coroutine[Any, Any, TypedEnvClient[ActT, ObsT, StateT]]:
+        if self._connecting is None:
+            self._connecting = self._connect()
+        return self._connecting
+
+    async def _connect(self) -> TypedEnvClient[ActT, ObsT, StateT]:
+        env = self._start_once()
+        try:
+            await env.connect()
+        except BaseException:
+            with suppress(Exception):
+                await env.close()
+            raise
+        return env
+
+
+def start_provider(provider: ContainerProvider | RuntimeProvider | None) -> str:
+    """Start a provider that owns its source (no `base_url` given) and return its URL."""
+    if isinstance(provider, ContainerProvider):
+        base_url = provider.start_container()  # type: ignore[call-arg]
+        provider.wait_for_ready(base_url)
+        return base_url
+    if isinstance(provider, RuntimeProvider):
+        base_url = provider.start()
+        provider.wait_for_ready()
+        return base_url
+    raise RuntimeError("The client has no base URL or provider.")
+
+
+def is_loopback(url: str) -> bool:
+    """Whether `url` points at this machine (such connections bypass any proxy, as in OpenEnv)."""
+    host = urlsplit(url).hostname or ""
+    try:
+        return host == "localhost" or ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def raise_for_server_error(response: dict[str, Any]) -> dict[str, Any]:
+    """Return `response`, or raise `RuntimeError` worded as OpenEnv's client words it."""
+    if response.get("type") != "error":
+        return response
+    error = response.get("data", {})
+    raise RuntimeError(f"Server error: {error.get('message', 'Unknown error')} (code: {error.get('code', 'UNKNOWN')})")
+
+
+__all__ = ["Launch", "SyncClient", "TypedEnvClient"]
