@@ -157,8 +157,22 @@ def test_server_help_lists_the_options() -> None:
         assert option in result.stdout
 
 
-def test_web_interface_is_served_when_enabled(server_factory: ServerFactory) -> None:
-    server = server_factory(env={"ENABLE_WEB_INTERFACE": "true"})
+WEB_START_COMMANDS = {
+    "server": None,
+    # Running Locally, as the README and OpenEnv's template have it: the app from the project directory.
+    "uvicorn server.app:app --reload": [console_script("uvicorn"), "server.app:app", "--reload", "--host", "127.0.0.1"],
+}
+
+
+@pytest.mark.parametrize("start", WEB_START_COMMANDS)
+def test_web_interface_is_served_when_enabled(server_factory: ServerFactory, start: str) -> None:
+    command = WEB_START_COMMANDS[start]
+    port = free_port()
+    server = server_factory(
+        command=None if command is None else [*command, "--port", str(port)],
+        env={"ENABLE_WEB_INTERFACE": "true"},
+        port=port,
+    )
     page = requests.get(f"{server.url}/web/", timeout=30)
     assert page.status_code == 200
     assert "gradio" in page.text.lower()

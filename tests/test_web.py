@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Dialog, Page
 
-from tests.conftest import LiveServer, ServerFactory, require
+from tests.conftest import LiveServer, ServerFactory, console_script, free_port, require
 
 pytestmark = pytest.mark.browser
 
@@ -72,6 +72,16 @@ def test_playground_resets_steps_and_shows_the_echo_as_text(
     assert dialogs == []
 
     page.screenshot(path=str(artifacts / "web.png"), full_page=True)
+
+
+def test_web_under_plain_uvicorn_shows_the_description(page: Page, server_factory: ServerFactory) -> None:
+    """`uvicorn server.app:app --reload` (Running Locally) shows the README, not OpenEnv's placeholder."""
+    port = free_port()
+    command = [console_script("uvicorn"), "server.app:app", "--reload", "--host", "127.0.0.1", "--port", str(port)]
+    server = server_factory(command=command, env={"ENABLE_WEB_INTERFACE": "true"}, port=port)
+    page.goto(f"{server.url}/web/", wait_until="domcontentloaded")
+    page.get_by_text("Echoes each message back; the reward is its length × 0.1.").first.wait_for(timeout=30_000)
+    assert "RoomsEnvironment environment" not in page.locator("body").inner_text()
 
 
 def test_swagger_ui_loads(page: Page, web_server: LiveServer) -> None:
