@@ -82,15 +82,21 @@ def require(available: bool, how_to_enable: str) -> None:
     pytest.skip(how_to_enable)
 
 
+# The system package's CLI where it is installed (Debian's docker.io, which .ci/run installs and a user
+# on Debian runs), even if a newer one comes first on PATH; else the first `docker` on PATH.
+SYSTEM_DOCKER = Path("/usr/bin/docker")
+DOCKER = str(SYSTEM_DOCKER) if SYSTEM_DOCKER.exists() else shutil.which("docker") or "docker"
+
+
 def docker_engine_running() -> bool:
     try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+        return subprocess.run([DOCKER, "info"], capture_output=True, timeout=30).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
 
 def docker(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run([DOCKER, *args], capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result

@@ -3,6 +3,11 @@
 The swarm is initialised for these tests if the engine is not in one (and left afterwards); an
 engine already in a swarm is left as found. Replicas are reached on their host-mode ports: the
 routing mesh needs IPVS, which some kernels (this project's CI runners among them) lack.
+
+Every `docker` these tests run, their own and those of the README's commands, rooms-bench and
+OpenEnv's provider, is the conftest's DOCKER: /usr/bin/docker where it is installed (Debian's
+docker.io, 20.10 on bookworm, reads compose files differently from newer CLIs), even if another
+comes first on PATH.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +29,7 @@ from openenv.core.containers.runtime import DockerSwarmProvider
 
 from rooms import RoomsAction, RoomsEnv
 from rooms_bench.failover import healthy, swarm_replicas
-from tests.conftest import ROOT, BuiltImage, console_script, docker, require
+from tests.conftest import DOCKER, ROOT, SYSTEM_DOCKER, BuiltImage, console_script, docker, require
 from tests.readme_blocks import Block, assert_prints_what_it_promises, readme_blocks, run_python
 
 pytestmark = pytest.mark.swarm
@@ -40,6 +46,30 @@ def wait_for(what: str, condition: Callable[[], bool], timeout: float = 180.0) -
         if time.monotonic() > deadline:
             raise TimeoutError(f"waited {timeout:.0f} s for {what}")
         time.sleep(0.5)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def docker_cli_on_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """`docker` in the commands these tests start is DOCKER: a link to it comes first on PATH."""
+    if not Path(DOCKER).is_absolute():  # no docker CLI at all: the tests needing one skip
+        yield
+        return
+    links = tmp_path_factory.mktemp("docker-cli")
+    (links / "docker").symlink_to(DOCKER)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATH", f"{links}{os.pathsep}{os.environ['PATH']}")
+        yield
+
+
+def test_docker_commands_run_the_system_cli_where_installed(docker_available: None) -> None:
+    """Where /usr/bin/docker is installed (Debian's docker.io), the stack is deployed with it, not a newer CLI."""
+    expected = SYSTEM_DOCKER if SYSTEM_DOCKER.exists() else Path(DOCKER)
+    found = shutil.which("docker")
+    assert found is not None and Path(found).resolve() == expected.resolve(), f"`docker` is {found}, not {expected}"
+    version = subprocess.run(
+        ["bash", "-c", "docker version --format '{{.Client.Version}}'"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    print(f"docker CLI of these tests: {found} -> {expected}, version {version}")
 
 
 def swarm_state() -> str:

@@ -28,9 +28,11 @@ SMOKE_STEPS = 2
 TRAINED = "training over, the trainer is gone"
 
 # Runs the example's main() in a process that stays alive afterwards, until told to exit on stdin:
-# a session the example forgot to close would still hold its slot on the server meanwhile.
+# a session the example forgot to close would still hold its slot on the server meanwhile. Its
+# directory comes first on sys.path, as for `python examples/trl_grpo.py` (--smoke imports trl_smoke).
 DRIVER = f"""
-import runpy, sys
+import os, runpy, sys
+sys.path.insert(0, os.path.dirname(sys.argv[1]))
 runpy.run_path(sys.argv[1])["main"](sys.argv[2:])
 print({TRAINED!r}, flush=True)
 sys.stdin.readline()
