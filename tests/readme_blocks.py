@@ -1,7 +1,7 @@
-"""The README's code blocks, each with the marker that says how the suite runs it.
+"""The code blocks of README.md and docs/*.md, each with the marker that says how the suite runs it.
 
 A block is preceded by `<!-- readme-test: KIND -->`; KIND is one of `KINDS`.
-Printed results the README documents as trailing `# comments` are checked too.
+Printed results the documents show as trailing `# comments` are checked too.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from tests.conftest import ROOT
 
@@ -20,8 +21,9 @@ KINDS = {
     "test-command": "the command .ci/run runs: this very suite",
     "shell": "run as written from the project root, must exit 0",
     "live-shell": "run from the project root against a live server (localhost:8000 replaced), must exit 0",
-    "sweep-command": "a long sweep, run with small sizes (`--sizes 4,8 --reps 1`); its output block's rows must appear",
-    "output": "what the block before it prints: the same rows must appear when it runs",
+    "sweep-command": "a long benchmark, run with the smallest sizes (`SMALL_SIZES` replace its --sizes, --reps, "
+    "--sweep, --duration, --wait); the rows, columns and lines of its output block must appear, numbers aside",
+    "output": "what the block before it prints (or an excerpt): the same rows, columns and lines must appear",
     "app-excerpt": "must appear verbatim in server/app.py",
     "layout": "every path it lists must exist",
     "docker": "run by the container tests (tests/test_docker.py)",
@@ -32,7 +34,11 @@ KINDS = {
     "trl-smoke": "run as written against a live server (localhost:8000 replaced) by tests/test_trl_example.py",
     "trl-gpu": "run against a live server up to where a GPU is needed (tests/test_trl_example.py)",
     "trl-excerpt": "must appear in examples/trl_grpo.py, indentation aside",
+    "new-env": "run by tests/test_new_env.py (the derivation test)",
 }
+
+# What a `sweep-command` block's options become in the suite: enough to print every row and column.
+SMALL_SIZES = {"--sizes": "4", "--reps": "1", "--sweep": "1,2", "--duration": "0.2", "--wait": "0.1"}
 
 _MARKED_BLOCK = re.compile(
     r"<!-- readme-test: (?P<kind>[\w-]+) -->\n```(?P<lang>\w*)\n(?P<code>.*?)^```\n", re.S | re.M
@@ -42,15 +48,16 @@ _FENCE_OPENING = re.compile(r"^```\w*\n(?:.*?)^```\n", re.S | re.M)
 
 @dataclass(frozen=True)
 class Block:
-    index: int
+    index: int  # position among the blocks of all documents, README.md first
     kind: str
     lang: str
     code: str
     line: int
+    source: str = "README.md"  # the document, relative to the project root
 
     @property
     def id(self) -> str:
-        return f"{self.kind}-line{self.line}"
+        return f"{self.source}-{self.kind}-line{self.line}"
 
     def expected_output(self) -> list[re.Pattern[str]]:
         """Patterns for what the block's `print(...)  # shown` lines and trailing comments promise."""
@@ -68,21 +75,37 @@ class Block:
         return [re.compile(re.escape(text).replace(re.escape("..."), ".*")) for text in promised]
 
 
+def documents() -> list[Path]:
+    """README.md, then the pages of docs/ it links to, by name."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def readme_text() -> str:
     return (ROOT / "README.md").read_text(encoding="utf-8")
 
 
 def readme_blocks(kind: str | None = None) -> list[Block]:
-    text = readme_text()
-    blocks = [
-        Block(i, m["kind"], m["lang"], m["code"], text.count("\n", 0, m.start()) + 2)
-        for i, m in enumerate(_MARKED_BLOCK.finditer(text))
-    ]
+    """The marked blocks of README.md and docs/*.md, in that order; those of `kind` if given."""
+    blocks: list[Block] = []
+    for path in documents():
+        text = path.read_text(encoding="utf-8")
+        source = path.relative_to(ROOT).as_posix()
+        for m in _MARKED_BLOCK.finditer(text):
+            line = text.count("\n", 0, m.start()) + 2
+            blocks.append(Block(len(blocks), m["kind"], m["lang"], m["code"], line, source))
     return [b for b in blocks if kind is None or b.kind == kind]
 
 
-def fence_count() -> int:
-    return len(_FENCE_OPENING.findall(readme_text()))
+def next_block(block: Block) -> Block | None:
+    """The block right after `block` in the same document, if any."""
+    following = [b for b in readme_blocks() if b.index == block.index + 1 and b.source == block.source]
+    return following[0] if following else None
+
+
+def fence_count(path: Path | None = None) -> int:
+    """Fenced blocks, marked or not, in `path` (default: README.md)."""
+    text = (path or ROOT / "README.md").read_text(encoding="utf-8")
+    return len(_FENCE_OPENING.findall(text))
 
 
 def run_python(code: str, timeout: float = 180) -> str:
@@ -95,7 +118,7 @@ def run_python(code: str, timeout: float = 180) -> str:
 def assert_prints_what_it_promises(block: Block, stdout: str) -> None:
     for pattern in block.expected_output():
         assert any(pattern.fullmatch(line) for line in stdout.splitlines()), (
-            f"README promises a line matching {pattern.pattern!r}; the block printed:\n{stdout}"
+            f"{block.source} promises a line matching {pattern.pattern!r}; the block printed:\n{stdout}"
         )
 
 

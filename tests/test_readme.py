@@ -1,4 +1,5 @@
-"""Every README code block runs, as its marker says (see tests/readme_blocks.py)."""
+"""Every code block of README.md and docs/*.md runs, as its marker says (see tests/readme_blocks.py);
+the README keeps the seed's sections, in its order, and stays short."""
 
 from __future__ import annotations
 
@@ -14,19 +15,55 @@ import requests
 from tests.conftest import ROOT, LiveServer, free_port, start_server
 from tests.readme_blocks import (
     KINDS,
+    SMALL_SIZES,
     Block,
     assert_prints_what_it_promises,
+    documents,
     fence_count,
     layout_paths,
+    next_block,
     readme_blocks,
     readme_text,
     run_python,
 )
 
+# The sections of the README Rooms lives up to, in its order (### under the ## before them).
+SEED_SECTIONS = [
+    "## Quick Start",
+    "## Building the Docker Image",
+    "## Deploying to Hugging Face Spaces",
+    "## Environment Details",
+    "### Action",
+    "### Observation",
+    "### Reward",
+    "## Advanced Usage",
+    "### Connecting to an Existing Server",
+    "### Using the Context Manager",
+    "### Concurrent WebSocket Sessions",
+    "## Development & Testing",
+    "### Direct Environment Testing",
+    "### Running Locally",
+    "## Project Structure",
+]
+# Sections kept short in the README, each with the page of docs/ that holds the rest.
+SHORT_SECTIONS = {
+    "## Make your own environment": "docs/make-your-own.md",
+    "## Configuration and Limits": "docs/configuration.md",
+    "## Performance": "docs/performance.md",
+    "## Capacity": "docs/performance.md",
+    "## Scaling out": "docs/scaling-out.md",
+    "## Train with TRL": "docs/trl.md",
+}
+MAX_SHORT_SECTION_LINES = 15
+MAX_README_LINES = 300
+MAX_TABLE_WIDTH = 120
 
-def test_every_fenced_block_is_marked_with_a_known_kind() -> None:
-    blocks = readme_blocks()
-    assert len(blocks) == fence_count(), "a fenced block in README.md has no <!-- readme-test: KIND --> marker"
+
+@pytest.mark.parametrize("path", documents(), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_fenced_block_is_marked_with_a_known_kind(path: Path) -> None:
+    source = path.relative_to(ROOT).as_posix()
+    blocks = [b for b in readme_blocks() if b.source == source]
+    assert len(blocks) == fence_count(path), f"a fenced block in {source} has no <!-- readme-test: KIND --> marker"
     assert {b.kind for b in blocks} <= set(KINDS)
 
 
@@ -88,22 +125,34 @@ def test_shell_block(block: Block) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     if "openenv validate" in block.code:
         assert result.stdout.rstrip().endswith("Verdict: PASS")
-    following = [b for b in readme_blocks() if b.index == block.index + 1]
-    if following and following[0].kind == "output":
-        for label in _row_labels(following[0].code):
-            assert label in _row_labels(result.stdout), f"README shows a row {label!r} the command no longer prints"
+    following = next_block(block)
+    if following and following.kind == "output":
+        assert_output_has_the_shape_shown(following, result.stdout)
+
+
+def with_small_sizes(command: str) -> str:
+    """`command` with each option of `SMALL_SIZES` it gives set to its small value."""
+    for option, value in SMALL_SIZES.items():
+        command = re.sub(rf"{option} \S+", f"{option} {value}", command)
+    return command
+
+
+def test_small_sizes_replace_only_the_sizes() -> None:
+    command = "uv run rooms-bench capacity --wait 1 --sizes 256,1024 --reps 3 --max-sessions 8192 --floor"
+    assert with_small_sizes(command) == (
+        "uv run rooms-bench capacity --wait 0.1 --sizes 4 --reps 1 --max-sessions 8192 --floor"
+    )
 
 
 @pytest.mark.parametrize("block", readme_blocks("sweep-command"), ids=lambda b: b.id)
 def test_sweep_command_block(block: Block) -> None:
-    small = re.sub(r"--reps \S+", "--reps 1", re.sub(r"--sizes \S+", "--sizes 4,8", block.code))
-    assert small != block.code, "a sweep command must give --sizes and --reps, which the suite makes small"
+    small = with_small_sizes(block.code)
+    assert "--sizes" in block.code or "--sweep" in block.code, "a sweep command gives the sizes the suite makes small"
     result = subprocess.run(["bash", "-euc", small], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
-    [following] = [b for b in readme_blocks() if b.index == block.index + 1]
-    assert following.kind == "output"
-    for label in _row_labels(following.code):
-        assert label in _row_labels(result.stdout), f"README shows a row {label!r} the command no longer prints"
+    following = next_block(block)
+    assert following is not None and following.kind == "output", "a sweep command is followed by what it prints"
+    assert_output_has_the_shape_shown(following, result.stdout)
 
 
 @pytest.mark.parametrize("block", readme_blocks("live-shell"), ids=lambda b: b.id)
@@ -115,22 +164,42 @@ def test_live_shell_block(block: Block, live_server: LiveServer) -> None:
     assert result.stdout.rstrip().endswith("Verdict: PASS")
 
 
-def _row_labels(table: str) -> list[str]:
-    """First cells of a rich table's rows, and the lines outside tables."""
-    labels = []
-    for line in table.splitlines():
-        if line.startswith("│"):
-            labels.append(line.split("│")[1].strip())
-        elif line.startswith("cold start"):
-            labels.append(line.split(":")[0])
-    return labels
+_NUMBER = re.compile(r"\d[\d,.]*")
+_TABLE_RULE = tuple("┏┡└━─")
+
+
+def output_shape(text: str) -> set[str]:
+    """What a command's output looks like, numbers aside: its tables' columns and row labels, its other lines."""
+    shape = set()
+    for raw in text.splitlines():
+        line = _NUMBER.sub("N", raw.strip())
+        if line.startswith("┃"):
+            shape.add("columns: " + " | ".join(cell.strip() for cell in line.strip("┃").split("┃")))
+        elif line.startswith("│"):
+            shape.add("row: " + line.split("│")[1].strip())
+        elif line and not line.startswith(_TABLE_RULE):
+            shape.add("line: " + line)
+    return shape
+
+
+def assert_output_has_the_shape_shown(shown: Block, stdout: str) -> None:
+    missing = output_shape(shown.code) - output_shape(stdout)
+    assert not missing, f"{shown.source} shows what the command no longer prints: {sorted(missing)}\n{stdout}"
+
+
+def test_output_shape_sets_numbers_aside() -> None:
+    shown = "┃ run ┃ p50 µs ┃\n│ sweep 1000 sessions │ 36,623 │\ncold start, rooms: 3.15 s\n└──┘"
+    printed = "┃ run ┃ p50 µs ┃\n│ sweep 2 sessions │ 156 │\ncold start, rooms: 2.9 s"
+    assert output_shape(shown) == output_shape(printed)
+    assert output_shape("│ floor │ 1 │") - output_shape(printed) == {"row: floor"}
 
 
 def test_every_output_block_follows_a_block_that_prints_it() -> None:
     blocks = readme_blocks()
     for block in blocks:
         if block.kind == "output":
-            assert blocks[block.index - 1].kind in ("shell", "sweep-command")
+            before = blocks[block.index - 1]
+            assert before.source == block.source and before.kind in ("shell", "sweep-command"), block.id
 
 
 @pytest.mark.parametrize("block", readme_blocks("app-excerpt"), ids=lambda b: b.id)
@@ -144,3 +213,72 @@ def test_layout_block_lists_real_paths() -> None:
     for path in paths:
         assert (ROOT / path).exists(), f"README lists {path}, which does not exist"
     assert len(paths) >= 12
+
+
+def readme_sections() -> dict[str, list[str]]:
+    """The README's headings (## and ###), each with its lines up to the next heading."""
+    sections: dict[str, list[str]] = {}
+    heading = ""
+    in_fence = False
+    for line in readme_text().splitlines():
+        in_fence = in_fence != line.startswith("```")
+        if not in_fence and re.match(r"#{2,3} ", line):
+            heading = line
+            sections[heading] = []
+        elif heading:
+            sections[heading].append(line)
+    return sections
+
+
+def test_readme_has_the_seeds_sections_in_its_order() -> None:
+    headings = list(readme_sections())
+    found = [h for h in headings if h in SEED_SECTIONS]
+    assert found == SEED_SECTIONS, f"README sections: {headings}"
+
+
+def test_make_your_own_environment_comes_right_after_quick_start() -> None:
+    top_level = [h for h in readme_sections() if h.startswith("## ")]
+    assert top_level[top_level.index("## Quick Start") + 1] == "## Make your own environment"
+
+
+@pytest.mark.parametrize("heading", SHORT_SECTIONS)
+def test_short_section_links_to_the_page_with_the_rest(heading: str) -> None:
+    lines = readme_sections()[heading]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    assert len(lines) <= MAX_SHORT_SECTION_LINES, f"{heading} has {len(lines)} lines"
+    assert f"]({SHORT_SECTIONS[heading]}" in "\n".join(lines), f"{heading} must link to {SHORT_SECTIONS[heading]}"
+
+
+def test_readme_is_at_most_300_lines() -> None:
+    lines = readme_text().splitlines()
+    assert len(lines) <= MAX_README_LINES
+
+
+@pytest.mark.parametrize("path", documents(), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_tables_are_at_most_120_characters_wide(path: Path) -> None:
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.startswith(("|", "┃", "│", "┏", "┡", "└")):
+            assert len(line) <= MAX_TABLE_WIDTH, f"{path.name}:{number} is a table row {len(line)} characters wide"
+
+
+def heading_anchors(path: Path) -> set[str]:
+    """The anchors GitHub and the Hub give the headings of a Markdown file."""
+    text = re.sub(r"^```.*?^```", "", path.read_text(encoding="utf-8"), flags=re.S | re.M)
+    anchors = set()
+    for heading in re.findall(r"^#+ (.+)$", text, re.M):
+        anchors.add(re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-"))
+    return anchors
+
+
+@pytest.mark.parametrize("path", documents(), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_relative_links_reach_a_file_and_heading(path: Path) -> None:
+    text = re.sub(r"^```.*?^```", "", path.read_text(encoding="utf-8"), flags=re.S | re.M)
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue
+        file, _, anchor = target.partition("#")
+        linked = (path.parent / file).resolve() if file else path
+        assert linked.exists(), f"{path.name} links to {target}, which does not exist"
+        if anchor:
+            assert anchor in heading_anchors(linked), f"{path.name} links to {target}: no such heading"
