@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -20,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from rooms_bench.harness import LiveServer, ServerFactory, console_script, free_port, start_server, wait_until_healthy
 
 __all__ = [
-    "ROOT", "LiveServer", "ServerFactory", "console_script", "free_port", "require", "start_server",
+    "ROOT", "LiveServer", "ServerFactory", "SharedServers", "console_script", "free_port", "require", "start_server",
     "wait_until_healthy", "websockets_server",
 ]  # fmt: skip
 
@@ -45,6 +47,66 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
         raise pytest.UsageError(f"ROOMS_TEST_ARTIFACTS={configured} is inside the checkout; tests write outside it")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """Workers for `-n auto`: two per core, at least four; the tests mostly wait on servers and clocks."""
+    return max(4, 2 * (os.cpu_count() or 1))
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`--dist loadgroup`), one worker runs every test that uses the Docker engine:
+    it alone builds the image and deploys the swarm, once."""
+    for item in items:
+        if item.get_closest_marker("docker") or item.get_closest_marker("swarm"):
+            item.add_marker(pytest.mark.xdist_group("docker-engine"))
+
+
+class SharedServers:
+    """Rooms servers shared by the tests of a run (of one pytest-xdist worker): one per distinct settings.
+
+    A test that needs a server with some settings, and neither stops it nor looks at its start, takes it
+    from here. It gets it holding no session, as a new one would: a server still holding sessions a few
+    seconds after the previous test ended, or gone, is replaced.
+    """
+
+    IDLE_WITHIN_S = 10.0
+
+    def __init__(self, factory: ServerFactory) -> None:
+        self.factory = factory
+        self.servers: dict[frozenset[tuple[str, str]], LiveServer] = {}
+
+    def __call__(self, env: dict[str, str] | None = None) -> LiveServer:
+        key = frozenset((env or {}).items())
+        server = self.servers.get(key)
+        if server is None or not self.becomes_idle(server):
+            if server is not None:
+                server.stop(signal.SIGKILL)
+            server = self.servers[key] = self.factory(env=env)
+        return server
+
+    def becomes_idle(self, server: LiveServer) -> bool:
+        deadline = time.monotonic() + self.IDLE_WITHIN_S
+        while server.process.poll() is None:
+            try:
+                if requests.get(f"{server.url}/capacity", timeout=5).json()["active_sessions"] == 0:
+                    return True
+            except requests.RequestException:
+                return False
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return False
+
+
+@pytest.fixture(scope="session")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedServers]:
+    """`shared_server(env)`: a running Rooms server with `env` added to its environment, shared by the run."""
+    factory = ServerFactory(tmp_path_factory.mktemp("shared-servers"), cwd=ROOT)
+    yield SharedServers(factory)
+    factory.stop_all()
 
 
 @contextmanager

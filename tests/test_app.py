@@ -9,7 +9,7 @@ import pytest
 import requests
 from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import ROOT, LiveServer, ServerFactory, console_script, free_port
+from tests.conftest import ROOT, LiveServer, ServerFactory, SharedServers, console_script, free_port
 
 
 def ws_exchange(ws: ClientConnection, message: str | dict[str, Any]) -> dict[str, Any]:
@@ -101,8 +101,8 @@ def test_ws_bad_frames_get_typed_errors_and_the_session_goes_on(
         assert ws_exchange(ws, {"type": "state"})["data"] == {"episode_id": "before", "step_count": 0}
 
 
-def test_capacity_error_names_the_limit(server_factory: ServerFactory) -> None:
-    server = server_factory(env={"MAX_CONCURRENT_ENVS": "2"})
+def test_capacity_error_names_the_limit(shared_server: SharedServers) -> None:
+    server = shared_server(env={"MAX_CONCURRENT_ENVS": "2"})
     with connect(server.ws_url) as first, connect(server.ws_url) as second:
         for ws in (first, second):
             ws_exchange(ws, {"type": "reset", "data": {}})
@@ -165,14 +165,15 @@ WEB_START_COMMANDS = {
 
 
 @pytest.mark.parametrize("start", WEB_START_COMMANDS)
-def test_web_interface_is_served_when_enabled(server_factory: ServerFactory, start: str) -> None:
+def test_web_interface_is_served_when_enabled(
+    shared_server: SharedServers, server_factory: ServerFactory, start: str
+) -> None:
     command = WEB_START_COMMANDS[start]
-    port = free_port()
-    server = server_factory(
-        command=None if command is None else [*command, "--port", str(port)],
-        env={"ENABLE_WEB_INTERFACE": "true"},
-        port=port,
-    )
+    if command is None:
+        server = shared_server(env={"ENABLE_WEB_INTERFACE": "true"})
+    else:
+        port = free_port()
+        server = server_factory(command=[*command, "--port", str(port)], env={"ENABLE_WEB_INTERFACE": "true"}, port=port)
     page = requests.get(f"{server.url}/web/", timeout=30)
     assert page.status_code == 200
     assert "gradio" in page.text.lower()

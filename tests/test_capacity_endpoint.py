@@ -17,6 +17,7 @@ from websockets.sync.client import connect
 
 from rooms.server.settings import DEFAULT_MAX_CONCURRENT_ENVS
 from rooms_bench.harness import LiveServer
+from tests.conftest import SharedServers
 
 RESET = json.dumps({"type": "reset", "data": {}})
 
@@ -38,8 +39,8 @@ def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
     return predicate()
 
 
-def test_capacity_counts_open_sessions_and_frees_them_on_close(server_factory: Callable[..., LiveServer]) -> None:
-    server = server_factory(env={"MAX_CONCURRENT_ENVS": "3"})
+def test_capacity_counts_open_sessions_and_frees_them_on_close(shared_server: SharedServers) -> None:
+    server = shared_server(env={"MAX_CONCURRENT_ENVS": "3"})
     idle = capacity(server)
     assert idle == {"active_sessions": 0, "max_sessions": 3, "free_slots": 3, "pid": idle["pid"]}
     assert isinstance(idle["pid"], int) and idle["pid"] > 0
@@ -56,8 +57,8 @@ def test_capacity_counts_open_sessions_and_frees_them_on_close(server_factory: C
     assert capacity(server)["free_slots"] == 3
 
 
-def test_capacity_reports_no_free_slot_at_the_limit(server_factory: Callable[..., LiveServer]) -> None:
-    server = server_factory(env={"MAX_CONCURRENT_ENVS": "1"})
+def test_capacity_reports_no_free_slot_at_the_limit(shared_server: SharedServers) -> None:
+    server = shared_server(env={"MAX_CONCURRENT_ENVS": "1"})
     with connect(server.ws_url) as first:
         first.send(RESET)
         first.recv(timeout=10)

@@ -25,7 +25,16 @@ from websockets.asyncio.server import ServerConnection
 
 from rooms import RoomsAction, RoomsEnv, RoomsObservation, SyncClient
 from rooms.models import MAX_MESSAGE_LENGTH
-from tests.conftest import ServerFactory, free_port, require, wait_until_healthy, websockets_server
+from tests.conftest import (
+    ROOT,
+    LiveServer,
+    ServerFactory,
+    SharedServers,
+    free_port,
+    require,
+    wait_until_healthy,
+    websockets_server,
+)
 from tests.openenv_reference import ReferenceEnv
 
 # --- the three ways to drive a session --------------------------------------------------
@@ -186,8 +195,8 @@ def test_unreachable_server_raises_connection_error(form: str) -> None:
 
 
 @pytest.mark.parametrize("form", FORMS)
-def test_server_validation_error_says_what_was_wrong(server_factory: ServerFactory, form: str) -> None:
-    server = server_factory()
+def test_server_validation_error_says_what_was_wrong(shared_server: SharedServers, form: str) -> None:
+    server = shared_server(env={})
     too_long = RoomsAction.model_construct(message="x" * (MAX_MESSAGE_LENGTH + 1))  # as a client without the bound
     outcomes = FORMS[form](server.url, lambda do: [do("step", too_long), do("state")])
     assert outcomes[0] == (
@@ -199,8 +208,8 @@ def test_server_validation_error_says_what_was_wrong(server_factory: ServerFacto
 
 
 @pytest.mark.parametrize("form", FORMS)
-def test_capacity_reached_names_the_limit(server_factory: ServerFactory, form: str) -> None:
-    server = server_factory(env={"MAX_CONCURRENT_ENVS": "1"})
+def test_capacity_reached_names_the_limit(shared_server: SharedServers, form: str) -> None:
+    server = shared_server(env={"MAX_CONCURRENT_ENVS": "1"})
     with RoomsEnv(base_url=server.url) as holder:
         holder.reset()
         [outcome] = FORMS[form](server.url, lambda do: [do("reset")])
@@ -277,12 +286,14 @@ def test_server_restart_mid_episode(server_factory: ServerFactory, form: str) ->
 
 
 def uvicorn_command(port: int, *options: str) -> list[str]:
-    """Rooms served by uvicorn's own command line, for settings the `server` script keeps fixed."""
+    """Rooms served by uvicorn's own command line, for settings the `server` script keeps fixed.
+
+    It serves the app the `server` command serves (without Gradio, whose import is most of a start)."""
     return [
         sys.executable,
         "-m",
         "uvicorn",
-        "rooms.server.app:app",
+        "rooms.server.serve:app",
         "--host",
         "127.0.0.1",
         "--port",
@@ -293,28 +304,41 @@ def uvicorn_command(port: int, *options: str) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("form", FORMS)
-def test_idle_longer_than_the_server_ping_timeout_keeps_the_episode(server_factory: ServerFactory, form: str) -> None:
-    """The server pings every 0.2 s and drops a socket that leaves a ping unanswered for 1 s."""
+@pytest.fixture(scope="module")
+def pinging_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server that pings every 0.2 s and drops a socket that leaves a ping unanswered for 1 s."""
+    factory = ServerFactory(tmp_path_factory.mktemp("pinging-server"), cwd=ROOT)
     port = free_port()
-    server_factory(command=uvicorn_command(port, "--ws-ping-interval", "0.2", "--ws-ping-timeout", "1"), port=port)
+    yield factory(command=uvicorn_command(port, "--ws-ping-interval", "0.2", "--ws-ping-timeout", "1"), port=port)
+    factory.stop_all()
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_idle_longer_than_the_server_ping_timeout_keeps_the_episode(pinging_server: LiveServer, form: str) -> None:
+    """The server pings every 0.2 s and drops a socket that leaves a ping unanswered for 1 s."""
 
     def script(do: Do) -> list[Any]:
         first = [do("reset", episode_id="idle"), do("step", RoomsAction(message="before"))]
         time.sleep(3)
         return [*first, do("step", RoomsAction(message="after")), do("state")]
 
-    _, before, after, state = FORMS[form](f"http://127.0.0.1:{port}", script)
+    _, before, after, state = FORMS[form](pinging_server.url, script)
     assert (before.reward, after.reward) == (0.6, 0.5)
     assert state == State(episode_id="idle", step_count=2)
 
 
+@pytest.fixture(scope="module")
+def freezable_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server of this module's own, which its tests may suspend (SIGSTOP) for a while."""
+    factory = ServerFactory(tmp_path_factory.mktemp("freezable-server"), cwd=ROOT)
+    yield factory()
+    factory.stop_all()
+
+
 @pytest.mark.parametrize("form", FORMS)
-def test_a_server_that_stops_answering_pings_is_left_for_a_new_session(
-    server_factory: ServerFactory, form: str
-) -> None:
+def test_a_server_that_stops_answering_pings_is_left_for_a_new_session(freezable_server: LiveServer, form: str) -> None:
     """Our keepalive gives up on a silent server; once it answers again, the next call opens a new session."""
-    server = server_factory()
+    server = freezable_server
 
     def script(do: Do) -> list[Any]:
         first = [do("reset", episode_id="frozen"), do("step", RoomsAction(message="before"))]
@@ -360,19 +384,28 @@ def tls_certificate(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory / "cert.pem"
 
 
-@pytest.mark.parametrize("form", FORMS)
-def test_wss_with_messages_spanning_many_tls_records(
-    server_factory: ServerFactory, tls_certificate: Path, monkeypatch: pytest.MonkeyPatch, base_url: str, form: str
-) -> None:
+@pytest.fixture(scope="module")
+def tls_server_url(tmp_path_factory: pytest.TempPathFactory, tls_certificate: Path) -> Iterator[str]:
+    """The https:// address of a server with the test certificate."""
+    factory = ServerFactory(tmp_path_factory.mktemp("tls-server"), cwd=ROOT)
     port = free_port()
     key = tls_certificate.with_name("key.pem")
-    server_factory(
+    factory(
         command=uvicorn_command(port, "--ssl-certfile", str(tls_certificate), "--ssl-keyfile", str(key)),
         port=port,
         wait=False,
     )
     url = f"https://localhost:{port}"
     wait_until_healthy(url, verify=str(tls_certificate))
+    yield url
+    factory.stop_all()
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_wss_with_messages_spanning_many_tls_records(
+    tls_server_url: str, tls_certificate: Path, monkeypatch: pytest.MonkeyPatch, base_url: str, form: str
+) -> None:
+    url = tls_server_url
     monkeypatch.setenv("SSL_CERT_FILE", str(tls_certificate))
     large = "ü" * 300_000  # a reply of ~600 KB: dozens of 16 KB TLS records
 
@@ -418,12 +451,12 @@ async def test_sixteen_async_sessions_stay_isolated(base_url: str) -> None:
         assert state == State(episode_id=f"session-{n}", step_count=n + 1)
 
 
-def test_closing_a_session_frees_its_slot(server_factory: ServerFactory) -> None:
-    server = server_factory(env={"MAX_CONCURRENT_ENVS": "1"})
+def test_closing_a_session_frees_its_slot(shared_server: SharedServers) -> None:
+    server = shared_server(env={"MAX_CONCURRENT_ENVS": "1"})
     for _ in range(3):
         with RoomsEnv(base_url=server.url) as env:
             assert env.step(RoomsAction(message="turn")).reward == 0.4
-        time.sleep(0.05)
+        assert shared_server.becomes_idle(server), "the closed session kept its slot"
 
 
 async def test_the_sync_client_works_inside_a_running_event_loop(base_url: str) -> None:

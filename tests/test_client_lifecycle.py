@@ -19,7 +19,7 @@ import pytest
 from websockets.sync.client import connect
 
 from rooms import RoomsAction, RoomsEnv
-from tests.conftest import LiveServer, ServerFactory
+from tests.conftest import LiveServer, SharedServers
 from tests.openenv_reference import LocalServerProvider, ReferenceEnv
 
 LIMIT = 3
@@ -45,8 +45,8 @@ def sessions_held(ws_url: str, limit: int = LIMIT, settle_s: float = 3.0) -> int
 
 
 @pytest.fixture
-def limited_server(server_factory: ServerFactory) -> LiveServer:
-    return server_factory(env={"MAX_CONCURRENT_ENVS": str(LIMIT)})
+def limited_server(shared_server: SharedServers) -> LiveServer:
+    return shared_server(env={"MAX_CONCURRENT_ENVS": str(LIMIT)})
 
 
 def sync_parent_and_child(client: type[Any], url: str) -> None:
@@ -116,8 +116,8 @@ def test_close_frees_every_session_it_opened(limited_server: LiveServer, script:
     assert held == {"rooms": 0, "openenv": 0}
 
 
-def test_reproduction_1_a_child_session_is_closed_with_its_parent(server_factory: ServerFactory) -> None:
-    server = server_factory(env={"MAX_CONCURRENT_ENVS": "2"})
+def test_reproduction_1_a_child_session_is_closed_with_its_parent(shared_server: SharedServers) -> None:
+    server = shared_server(env={"MAX_CONCURRENT_ENVS": "2"})
     parent = RoomsEnv(base_url=server.url).sync()
     child = parent.new_session()
     parent.close()

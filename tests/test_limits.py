@@ -20,7 +20,7 @@ from websockets.sync.client import ClientConnection, connect
 from rooms import RoomsAction, RoomsEnv
 from rooms.server.limits import frame_problem
 from rooms.server.settings import Settings
-from tests.conftest import ROOT, LiveServer, ServerFactory, console_script
+from tests.conftest import ROOT, LiveServer, ServerFactory, SharedServers, console_script
 
 MAX_PAYLOAD_BYTES = Settings().max_payload_bytes
 
@@ -137,8 +137,8 @@ def test_huge_bodies_and_frames_are_refused_before_buffering(server_factory: Ser
     assert requests.get(f"{server.url}/health").status_code == 200
 
 
-def test_killed_client_frees_its_slot_promptly(server_factory: ServerFactory) -> None:
-    server = server_factory(env={"MAX_CONCURRENT_ENVS": "1"})
+def test_killed_client_frees_its_slot_promptly(shared_server: SharedServers) -> None:
+    server = shared_server(env={"MAX_CONCURRENT_ENVS": "1"})
     holder = subprocess.Popen(
         [
             sys.executable,

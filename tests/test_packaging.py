@@ -14,7 +14,10 @@ import pytest
 from tests.conftest import ROOT, require
 from tests.readme_blocks import layout_paths, readme_blocks
 
-NOT_COPIED = shutil.ignore_patterns(".venv", ".git", "*.egg-info", "build", "dist", "__pycache__", ".*_cache")
+# .worktrees holds a link to the root itself (for mypy): copied, it would never end.
+NOT_COPIED = shutil.ignore_patterns(
+    ".venv", ".git", ".worktrees", "*.egg-info", "build", "dist", "__pycache__", ".*_cache"
+)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Dialog, Page
 
-from tests.conftest import LiveServer, ServerFactory, console_script, free_port, require
+from tests.conftest import LiveServer, ServerFactory, SharedServers, console_script, free_port, require
 
 pytestmark = pytest.mark.browser
 
@@ -25,11 +25,9 @@ CHROMIUM_ARGS = [  # headless on a machine with no outside network: no backgroun
 HOSTILE_MESSAGE = "<img src=x onerror=alert(1)>"
 
 
-@pytest.fixture(scope="module")
-def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    factory = ServerFactory(tmp_path_factory.mktemp("web"))
-    yield factory(env={"ENABLE_WEB_INTERFACE": "true"})
-    factory.stop_all()
+@pytest.fixture
+def web_server(shared_server: SharedServers) -> LiveServer:
+    return shared_server(env={"ENABLE_WEB_INTERFACE": "true"})
 
 
 @pytest.fixture
