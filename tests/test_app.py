@@ -173,7 +173,9 @@ def test_web_interface_is_served_when_enabled(
         server = shared_server(env={"ENABLE_WEB_INTERFACE": "true"})
     else:
         port = free_port()
-        server = server_factory(command=[*command, "--port", str(port)], env={"ENABLE_WEB_INTERFACE": "true"}, port=port)
+        server = server_factory(
+            command=[*command, "--port", str(port)], env={"ENABLE_WEB_INTERFACE": "true"}, port=port
+        )
     page = requests.get(f"{server.url}/web/", timeout=30)
     assert page.status_code == 200
     assert "gradio" in page.text.lower()
