@@ -62,7 +62,9 @@ CALLER_ENVIRONMENT: ContextVar[Environment[Any, Any, Any]] = ContextVar("caller_
 def tool(method: MethodT) -> MethodT:
     """Declare an environment method a tool; its name must not be one of OpenEnv's reserved names."""
     if method.__name__ in RESERVED_TOOL_NAMES:
-        raise ValueError(f"A tool cannot be named {method.__name__!r}: reserved names are {sorted(RESERVED_TOOL_NAMES)}")
+        raise ValueError(
+            f"A tool cannot be named {method.__name__!r}: reserved names are {sorted(RESERVED_TOOL_NAMES)}"
+        )
     setattr(method, TOOL_MARK, True)
     return method
 
@@ -113,14 +115,16 @@ class Tools:
     async def call(self, env: Environment[Any, Any, Any], name: str, arguments: dict[str, Any]) -> CallToolResult:
         """Call tool `name` on `env`; raises `NotFoundError`, `ValidationError` or the tool's error."""
         if name in RESERVED_TOOL_NAMES:
-            raise NotFoundError(f"{name!r} is a reserved name, not a tool: reserved names are {sorted(RESERVED_TOOL_NAMES)}")
+            raise NotFoundError(
+                f"{name!r} is a reserved name, not a tool: reserved names are {sorted(RESERVED_TOOL_NAMES)}"
+            )
         token = CALLER_ENVIRONMENT.set(env)
         try:
             result = await self.server.call_tool(name, arguments)
         finally:
             CALLER_ENVIRONMENT.reset(token)
-        content = result.structured_content  # type: ignore[union-attr]
-        return CallToolResult(content=result.content, structured_content=content, meta=result.meta, data=content)  # type: ignore[union-attr]
+        content = result.structured_content
+        return CallToolResult(content=result.content, structured_content=content, meta=result.meta, data=content)
 
     def environment(self, env: type[Environment[Any, Any, Any]]) -> type[Environment[Any, Any, Any]]:
         """`env` answering `ListToolsAction` and `CallToolAction` steps, with the `mcp_client` OpenEnv's
@@ -134,7 +138,7 @@ class Tools:
 
             def step(self, action: Action, timeout_s: float | None = None, **kwargs: Any) -> Observation:
                 if isinstance(action, (ListToolsAction, CallToolAction)):
-                    observation: Observation = run_async_safely(self.step_async(action))
+                    observation: Observation = run_async_safely(self.step_async(action))  # type: ignore[no-untyped-call]
                     return observation
                 return super().step(action, timeout_s=timeout_s, **kwargs)  # type: ignore[no-any-return]
 
@@ -142,7 +146,10 @@ class Tools:
                 if isinstance(action, ListToolsAction):
                     described = await tools.list()
                     return ListToolsObservation(
-                        tools=[Tool(name=t.name, description=t.description or "", input_schema=t.inputSchema) for t in described]
+                        tools=[
+                            Tool(name=t.name, description=t.description or "", input_schema=t.inputSchema)
+                            for t in described
+                        ]
                     )
                 if isinstance(action, CallToolAction):
                     return await tools.step(self, action)
@@ -167,7 +174,9 @@ class Tools:
             done=bool(outcome.get("done", False)),
         )
 
-    def serve_standard_mcp(self, app: FastAPI, env: type[Environment[Any, Any, Any]], may_open: Callable[[], bool]) -> None:
+    def serve_standard_mcp(
+        self, app: FastAPI, env: type[Environment[Any, Any, Any]], may_open: Callable[[], bool]
+    ) -> None:
         """Make `app`'s `/mcp` answer standard MCP clients too, with an `env` per MCP session while
         `may_open()` allows one more environment.
 
@@ -232,7 +241,7 @@ def accepting_tool_actions(action_cls: type[Action]) -> type[Action]:
     class AcceptingToolActions(action_cls):  # type: ignore[valid-type,misc]
         @classmethod
         def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Any:
-            tool_action = TOOL_ACTIONS.get(obj.get("type")) if isinstance(obj, dict) else None
+            tool_action = TOOL_ACTIONS.get(str(obj.get("type"))) if isinstance(obj, dict) else None
             if tool_action is not None:
                 return tool_action.model_validate(obj, *args, **kwargs)
             return action_cls.model_validate(obj, *args, **kwargs)
