@@ -17,7 +17,7 @@ from rooms import RoomsAction, RoomsEnv
 from rooms.models import MAX_MESSAGE_LENGTH
 from rooms.server.rooms_environment import RoomsEnvironment
 from rooms.server.tools import tool
-from tests.conftest import LiveServer
+from rooms_bench.harness import LiveServer
 
 TOO_LONG = "a" * (MAX_MESSAGE_LENGTH + 1)
 # Each bad call, and what its error says.
@@ -28,7 +28,7 @@ BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
     ("echo", {"message": 3}, "valid string"),
     ("echo", {"message": TOO_LONG}, f"at most {MAX_MESSAGE_LENGTH} characters"),
 ]
-RESERVED_CALL = ("reset", {}, "reserved")
+RESERVED_CALL: tuple[str, dict[str, Any], str] = ("reset", {}, "reserved")
 
 
 def exchange(ws: ClientConnection, message: dict[str, Any]) -> dict[str, Any]:
@@ -78,7 +78,8 @@ async def test_an_mcp_sdk_client_initializes_lists_and_calls_echo_for_its_reward
 
 
 async def test_openenv_mcp_tool_client_lists_and_calls_echo(live_server: LiveServer) -> None:
-    async with MCPToolClient(base_url=live_server.url) as env:
+    env = MCPToolClient(base_url=live_server.url)
+    async with env:
         assert [t.name for t in await env.list_tools()] == ["echo"]
         result = await env.call_tool("echo", message="hello")
         assert result["reward"] == 0.5
@@ -165,7 +166,7 @@ def test_an_environment_without_tools_is_served_as_before() -> None:
     from rooms.server.serving import create_app
 
     class WithoutTools(RoomsEnvironment):
-        echo = None  # the inherited tool, undeclared
+        echo = None  # type: ignore[assignment]  # the inherited tool, undeclared
 
     client = TestClient(create_app(WithoutTools, RoomsAction, RoomsObservation))
     assert client.post("/step", json={"action": {"type": "list_tools"}}).status_code == 422
