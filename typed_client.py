@@ -18,12 +18,19 @@ import threading
 from collections.abc import Callable, Coroutine, Generator
 from contextlib import suppress
 from ipaddress import ip_address
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 from urllib.parse import urlsplit
 
 from openenv.core.client_types import StepResult
 from openenv.core.containers.runtime import ContainerProvider, LocalDockerProvider, RuntimeProvider, UVProvider
 from openenv.core.env_client import EnvClient
+from openenv.core.env_server.mcp_types import (
+    CallToolAction,
+    CallToolObservation,
+    ListToolsAction,
+    ListToolsObservation,
+    Tool,
+)
 from openenv.core.env_server.types import Action, Observation, State
 from openenv.core.sync_client import SyncEnvClient
 from openenv.core.utils import convert_to_ws_url, hf_space_subdomain
@@ -167,9 +174,34 @@ class SyncClient(SyncEnvClient[ActT, ObsT, StateT]):
         """Start a new episode; `seed`, `episode_id` and other kwargs go to the server."""
         return self.client._parse_result(self._request({"type": "reset", "data": kwargs}))
 
-    def step(self, action: ActT, **kwargs: Any) -> StepResult[ObsT]:
-        """Send one action and return its `StepResult`."""
+    @overload
+    def step(self, action: CallToolAction, **kwargs: Any) -> StepResult[CallToolObservation]: ...
+    @overload
+    def step(self, action: ListToolsAction, **kwargs: Any) -> StepResult[ListToolsObservation]: ...
+    @overload
+    def step(self, action: ActT, **kwargs: Any) -> StepResult[ObsT]: ...
+    def step(self, action: Any, **kwargs: Any) -> StepResult[Any]:
+        """Send one action and return its `StepResult`.
+
+        OpenEnv's MCP actions are steps too, on a server whose environment declares tools:
+        `ListToolsAction()` and `CallToolAction(tool_name=..., arguments={...})`, whose
+        results are OpenEnv's `ListToolsObservation` and `CallToolObservation`.
+        """
+        if isinstance(action, (ListToolsAction, CallToolAction)):
+            return tool_step_result(self._request({"type": "step", "data": action.model_dump(exclude={"metadata"})}))
         return self.client._parse_result(self._request({"type": "step", "data": self.client._step_payload(action)}))
+
+    def list_tools(self) -> list[Tool]:
+        """The tools the environment declares (name, description, input schema)."""
+        return self.step(ListToolsAction()).observation.tools
+
+    def call_tool(self, name: str, **arguments: Any) -> StepResult[CallToolObservation]:
+        """Call tool `name`, a step of this session; raises `RuntimeError` if the call fails."""
+        result = self.step(CallToolAction(tool_name=name, arguments=arguments))
+        error = result.observation.error
+        if error is not None:
+            raise RuntimeError(f"Tool {name!r} failed ({error.error_type.value}): {error.message}")
+        return result
 
     def state(self) -> StateT:
         """The session's `State`: episode id and step count."""
@@ -279,6 +311,14 @@ class Launch(Coroutine[Any, Any, TypedEnvClient[ActT, ObsT, StateT]], Generic[Ac
         """`state` on the synchronous client, started on first use."""
         return self._synchronous().state()
 
+    def list_tools(self) -> list[Tool]:
+        """`list_tools` on the synchronous client, started on first use."""
+        return self._synchronous().list_tools()
+
+    def call_tool(self, name: str, **arguments: Any) -> StepResult[CallToolObservation]:
+        """`call_tool` on the synchronous client, started on first use."""
+        return self._synchronous().call_tool(name, **arguments)
+
     def new_session(self) -> SyncClient[ActT, ObsT, StateT]:
         """`new_session` on the synchronous client, started on first use."""
         return self._synchronous().new_session()
@@ -355,6 +395,15 @@ def is_loopback(url: str) -> bool:
         return host == "localhost" or ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def tool_step_result(payload: dict[str, Any]) -> StepResult[Any]:
+    """The `StepResult` of a `ListToolsAction` or `CallToolAction` step, from its server payload."""
+    fields = payload.get("observation", {})
+    kind = ListToolsObservation if "tools" in fields else CallToolObservation
+    done, reward = payload.get("done", False), payload.get("reward")
+    observation = kind.model_validate({**fields, "done": done, "reward": reward})
+    return StepResult(observation=observation, reward=reward, done=done, metadata=payload.get("metadata"))
 
 
 def raise_for_server_error(response: dict[str, Any]) -> dict[str, Any]:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Annotated, Any
 from uuid import uuid4
 
 from openenv.core.env_server.interfaces import Environment
 from openenv.core.env_server.types import EnvironmentMetadata, State
+from pydantic import Field
 
-from rooms.models import RoomsAction, RoomsObservation
+from rooms.models import MAX_MESSAGE_LENGTH, RoomsAction, RoomsObservation
 from rooms.server.serving import package_readme, package_version
+from rooms.server.tools import tool
 
 READY_MESSAGE = "Rooms environment ready!"
 
@@ -28,6 +30,10 @@ class RoomsEnvironment(Environment[RoomsAction, RoomsObservation, State]):
 
     `RoomsAction(message: str)`: any Unicode string of at most
     `MAX_MESSAGE_LENGTH` (1,048,576) characters. Unknown fields are rejected.
+
+    The same step is the MCP tool `echo(message)` (`server/tools.py` serves it):
+    `step(CallToolAction(tool_name="echo", arguments={"message": m}))`, or a call
+    from any MCP client, earns the reward of `step(RoomsAction(message=m))`.
 
     ## Observation Space
 
@@ -146,6 +152,13 @@ class RoomsEnvironment(Environment[RoomsAction, RoomsObservation, State]):
     ) -> RoomsObservation:
         """Echo a message (async form of `step`)."""
         return self.step(action)
+
+    @tool
+    async def echo(
+        self, message: Annotated[str, Field(max_length=MAX_MESSAGE_LENGTH, description="The message to echo back")]
+    ) -> RoomsObservation:
+        """Echo a message back; the reward is its length × 0.1. Each call is a step of the session."""
+        return await self.step_async(RoomsAction(message=message))
 
     @property
     def state(self) -> State:

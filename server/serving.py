@@ -3,7 +3,8 @@
 `create_app(env, action, observation)` is OpenEnv's `create_fastapi_app` (or its
 web interface, when `ENABLE_WEB_INTERFACE` is on) with the concurrency settings
 of `settings.py`, plus: /docs and /redoc served without a CDN, `GET /capacity`,
-and the payload bounds of `limits.py`. Nothing here names the environment: a copy
+the payload bounds of `limits.py`, and the MCP tools the environment declares
+(`tools.py`). Nothing here names the environment: a copy
 of this package for another environment uses it unchanged.
 """
 
@@ -28,6 +29,7 @@ from openenv.core.env_server.types import Action, ConcurrencyConfig, Observation
 
 from .limits import ClientLimits
 from .settings import Settings
+from .tools import Tools, accepting_tool_actions
 
 PACKAGE = __name__.split(".")[0]
 DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
@@ -43,6 +45,10 @@ def create_app(
     (by default, read from the environment)."""
     settings = settings or Settings.from_env()
     sessions = SessionCount()
+    # MCP tools (tools.py), when the environment declares some.
+    tools = Tools.of(env)
+    if tools is not None:
+        env, action_cls = tools.environment(env), accepting_tool_actions(action_cls)
     create: Callable[..., FastAPI] = create_fastapi_app
     if settings.enable_web_interface:
         # Imported only when asked for: it imports Gradio, which the `server` command leaves out otherwise.
@@ -52,8 +58,9 @@ def create_app(
         os.environ.setdefault("ENV_README_PATH", str(package_file("README.md")))
         # It takes the environment's class too, though its signature names an instance.
         create = create_web_interface_app
+    counted_env = sessions.counted(env)
     app = create(
-        sessions.counted(env),
+        counted_env,
         action_cls,
         observation_cls,
         env_name=PACKAGE,
@@ -64,6 +71,8 @@ def create_app(
     )
     serve_docs_without_cdn(app)
     add_capacity_route(app, sessions, settings.max_concurrent_envs)
+    if tools is not None:
+        tools.serve_standard_mcp(app, counted_env, lambda: sessions.open < settings.max_concurrent_envs)
     app.add_middleware(ClientLimits, max_body_bytes=settings.max_payload_bytes)
     return app
 
