@@ -70,3 +70,11 @@ def test_readme_project_structure_lists_every_shipped_file(wheel: Path) -> None:
     for name in packaged_files(wheel):
         path = name.removeprefix("rooms/")
         assert path in listed, f"the wheel ships {name}; README's Project Structure does not list {path}"
+
+
+def test_every_module_in_the_wheel_is_checked_for_private_api_use(wheel: Path) -> None:
+    from tests.test_public_api import SHIPPED
+
+    assert {"rooms.client", "rooms.typed_client", "rooms.models", "rooms.server.app"} <= set(SHIPPED)
+    wheel_modules = {ROOT / name.removeprefix("rooms/") for name in packaged_files(wheel) if name.endswith(".py")}
+    assert wheel_modules == set(SHIPPED.values())
