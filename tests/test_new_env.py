@@ -371,7 +371,7 @@ def test_the_wordcount_image_builds_and_serves_a_step(base_image: str, tmp_path:
         docker("run", "-d", "--name", container, "-p", f"127.0.0.1:{port}:8000", IMAGE)
         url = f"http://127.0.0.1:{port}"
         wait_until_healthy(url, timeout=120)
-        assert requests.post(f"{url}/reset", json={}, timeout=30).json()["observation"] == {"word_count": 0}
+        assert requests.post(f"{url}/reset", json={}, timeout=30).json()["observation"]["word_count"] == 0
         step = requests.post(f"{url}/step", json={"action": {"text": "one two three"}}, timeout=30).json()
         assert (step["observation"]["word_count"], step["reward"], step["done"]) == (3, 3.0, False)
     finally:

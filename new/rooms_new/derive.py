@@ -357,7 +357,7 @@ validation:
 
 
 def template(path: str) -> str:
-    return resources.files("rooms_new").joinpath("template", path).read_text(encoding="utf-8")
+    return (resources.files("rooms_new") / "template" / path).read_text(encoding="utf-8")
 
 
 # --- the command -------------------------------------------------------------------------------
