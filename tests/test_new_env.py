@@ -5,7 +5,11 @@ The example is Wordcount: an action with a `text`, an observation with its `word
 reward = the number of words, `done` after 5 steps. The tests apply exactly that edit to what
 the command writes and check that nothing else had to change: the new project's own tests pass,
 its `server` command serves it, its typed client steps it, `openenv validate` passes, and its
-image builds and serves.
+image builds and serves. Each failure seen when Rooms was copied by hand is checked: the server
+starts from the project's own environment (`No module named 'uvicorn'`), uv installs the project
+alone (`... is not a workspace member`), the package ships its README and manifest, read with
+importlib.resources (`MultiplexedPath only supports directories`, `/metadata` 500), and
+`openenv validate` recognises the package.
 """
 
 from __future__ import annotations

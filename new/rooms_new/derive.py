@@ -152,7 +152,7 @@ one per stateless HTTP request.
             "RoomsEnvironment.REQUIRES_SINGLE_THREAD_EXECUTOR": """\
 All sessions share one executor thread, and reset and step run on the server's event loop
 (reset_async and step_async call them). If step waits (on I/O, on a model), set this to False
-and delete reset_async and step_async: each session's steps then run in a thread of its own.
+and delete reset_async and step_async: steps then run in executor threads, off the loop.
 """,
         },
         dropped=("_self_check", "__main__"),
