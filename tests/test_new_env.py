@@ -225,6 +225,13 @@ def test_a_directory_that_is_not_empty_is_refused_and_kept(tmp_path: Path, capsy
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"] and (tmp_path / "notes.txt").read_text() == "mine"
 
 
+def test_a_directory_inside_the_rooms_checkout_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    target = ROOT / "wordcount-inside"
+    assert main([NAME, str(target), "--no-lock"]) == 2
+    assert "inside Rooms' checkout" in capsys.readouterr().err
+    assert not target.exists()
+
+
 def test_an_empty_directory_is_used(tmp_path: Path) -> None:
     assert main([NAME, str(tmp_path), "--no-lock"]) == 0
     assert (tmp_path / "pyproject.toml").is_file() and (tmp_path / ENVIRONMENT).is_file()

@@ -89,10 +89,15 @@ def checked_name(name: str) -> Names:
     return Names(name)
 
 
-def checked_target(target: Path) -> Path:
-    """`target`, or `DeriveError` if it exists and is not an empty directory."""
+def checked_target(target: Path, root: Path = ROOT) -> Path:
+    """`target`, or `DeriveError` if it exists and is not an empty directory, or if it is inside Rooms' checkout
+    (whose image, linters and type checks would take the new project in)."""
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise DeriveError(f"{target} exists and is not an empty directory: give a new or empty one")
+    if target.resolve().is_relative_to(root.resolve()):
+        raise DeriveError(
+            f"{target} is inside Rooms' checkout ({root}): give a directory outside it, e.g. ../{target.name}"
+        )
     return target
 
 
@@ -366,7 +371,7 @@ def template(path: str) -> str:
 def derive(name: str, target: Path, lock: bool = True, root: Path = ROOT) -> Names:
     """Write the project of a new environment `name` in `target` (new or empty), then `uv lock` it."""
     names = checked_name(name)
-    checked_target(target)
+    checked_target(target, root)
     written: dict[str, str] = {
         **{names.rename(path): names.rename(rewritten(path, read(root / path))) for path in OWN_FILES},
         **{names.rename(path): names.rename(template(path)) for path in TEMPLATE_FILES},
