@@ -24,6 +24,7 @@ KINDS = {
     "output": "what the block before it prints: the same rows must appear when it runs",
     "app-excerpt": "must appear verbatim in server/app.py",
     "layout": "every path it lists must exist",
+    "new-command": "run by tests/test_new_env.py with its ../wordcount replaced by a temporary directory",
     "docker": "run by the container tests (tests/test_docker.py)",
     "hub": "run up to the network boundary (tests/test_docker.py, tests/test_openenv_tooling.py)",
     "swarm": "run by tests/test_swarm.py on a single-node swarm (its stack name and replica addresses substituted)",

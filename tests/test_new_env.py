@@ -32,6 +32,7 @@ import requests
 from rooms_new import OWN_FILES, derive, generic_files
 from rooms_new.cli import main
 from tests.conftest import ROOT, console_script, docker, free_port, require, wait_until_healthy
+from tests.readme_blocks import Block, readme_blocks
 
 NAME = "wordcount"
 IMAGE = "wordcount-env:latest"
@@ -367,6 +368,20 @@ def test_a_person_makes_wordcount_and_nothing_else_fails(tmp_path: Path, artifac
         assert "stepped: sync and async" in stepped
         live = run([openenv, "validate", "--url", url], project, logs / "validate-url.log")
         assert live.rstrip().endswith("Verdict: PASS")
+
+
+@pytest.mark.derive
+@pytest.mark.parametrize("block", readme_blocks("new-command"), ids=lambda block: block.id)
+def test_readme_new_command_block(block: Block, tmp_path: Path) -> None:
+    """The README's `rooms-new` command, run as written from the checkout, into a temporary directory."""
+    project = tmp_path / NAME
+    code = block.code.replace(f"../{NAME}", str(project))
+    assert code != block.code, f"the block writes no ../{NAME}"
+    result = subprocess.run(
+        ["bash", "-euc", code], cwd=ROOT, env=outside_this_project(), capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (project / "uv.lock").is_file() and (project / ENVIRONMENT).is_file()
 
 
 @pytest.mark.docker
