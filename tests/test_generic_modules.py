@@ -1,8 +1,9 @@
 """The machinery is apart from the name: a copy for another environment uses it unchanged.
 
 What is Rooms' own lives in the four files OpenEnv's template has (`models.py`, `client.py`,
-`server/rooms_environment.py`, `server/app.py`); every other module names no Rooms type, no
-`rooms` import path and no `ROOMS_` setting, so it works under any package name.
+`server/rooms_environment.py`, `server/app.py`) and the two that export their names; every other
+module names no Rooms type, no `rooms` import path and no `ROOMS_` setting, so it works under any
+package name. The list is rooms_new's: `rooms-new` copies exactly these modules unchanged.
 """
 
 from __future__ import annotations
@@ -11,15 +12,10 @@ import re
 
 import pytest
 
+from rooms_new import generic_files
 from tests.conftest import ROOT
 
-ENVIRONMENT_FILES = {"models.py", "client.py", "server/rooms_environment.py", "server/app.py"}
-PACKAGE_FILES = {"__init__.py", "server/__init__.py"}  # exports, named after the environment
-GENERIC_FILES = sorted(
-    str(path.relative_to(ROOT))
-    for path in [*ROOT.glob("*.py"), *(ROOT / "server").glob("*.py"), ROOT / "server" / "Dockerfile"]
-    if str(path.relative_to(ROOT)) not in ENVIRONMENT_FILES | PACKAGE_FILES
-)
+GENERIC_FILES = generic_files(ROOT)
 ROOMS_NAME = re.compile(r"Rooms|rooms\.|ROOMS_")
 
 
