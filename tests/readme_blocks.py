@@ -35,7 +35,7 @@ KINDS = {
     "trl-smoke": "run as written against a live server (localhost:8000 replaced) by tests/test_trl_example.py",
     "trl-gpu": "run against a live server up to where a GPU is needed (tests/test_trl_example.py)",
     "trl-excerpt": "must appear in examples/trl_grpo.py, indentation aside",
-    "new-env": "the person's edit that tests/test_new_env.py applies to a new project (models, reset/step, reward range)",
+    "new-env": "the person's edit tests/test_new_env.py applies to a new project (models, reset/step, reward range)",
     "new-project": "what tests/test_new_env.py runs in the new project: its tests, then its server",
 }
 
