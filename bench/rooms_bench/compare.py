@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from rooms_bench.measure import Plan, Run, measure, measure_side_by_side, progress_bar
 from rooms_bench.sessions import EnvClasses, SyncSessions, env_client_async, env_client_sync, http_sync
@@ -12,12 +13,35 @@ from rooms_bench.sessions import EnvClasses, SyncSessions, env_client_async, env
 # Servers whose cold starts are compared are each started this many times, in alternating order.
 COLD_START_ROUNDS = 5
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class Ratio:
     figure: str
     compared_with: str
     value: float
+
+
+@dataclass(frozen=True)
+class StartupFigure:
+    """A process's median start (cold start, or the client's import) and memory, and their ratios to the template's."""
+
+    name: str
+    seconds: float
+    rss_kb: float
+    seconds_vs_template: float
+    rss_vs_template: float
+
+
+@dataclass(frozen=True)
+class Startup:
+    """Servers' cold starts and idle memory, clients' imports: each the median of `rounds` fresh processes."""
+
+    servers: list[StartupFigure]
+    clients: list[StartupFigure]
+    rounds: int
+    settle_s: float
 
 
 @dataclass(frozen=True)
@@ -102,17 +126,22 @@ def compare_with_template(plan: Plan, rooms: Contender, template: Contender) -> 
 
 
 def measure_cold_starts(launchers: dict[str, Callable[[], float]], rounds: int = COLD_START_ROUNDS) -> dict[str, float]:
-    """Median seconds from process start to `/health` 200; each launcher starts and stops a server.
+    """Median seconds from process start to `/health` 200; each launcher starts and stops a server."""
+    samples = alternate(launchers, rounds, "cold starts")
+    return {name: statistics.median(values) for name, values in samples.items()}
 
-    The order alternates round by round (A B, B A, A B, ...), so neither always
-    starts first, on the coldest file cache.
+
+def alternate(launchers: dict[str, Callable[[], T]], rounds: int, label: str) -> dict[str, list[T]]:
+    """Each launcher's results over `rounds` rounds, run in alternating order (A B, B A, A B, ...).
+
+    Neither always runs first, on the coldest file cache, nor always last.
     """
-    samples: dict[str, list[float]] = {name: [] for name in launchers}
+    samples: dict[str, list[T]] = {name: [] for name in launchers}
     names = list(launchers)
-    with progress_bar(f"{'cold starts':<28}") as progress:
-        task = progress.add_task("cold starts", total=rounds * len(names))
+    with progress_bar(f"{label:<28}") as progress:
+        task = progress.add_task(label, total=rounds * len(names))
         for round_ in range(rounds):
             for name in names if round_ % 2 == 0 else reversed(names):
                 samples[name].append(launchers[name]())
                 progress.update(task, advance=1)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return samples

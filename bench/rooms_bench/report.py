@@ -6,11 +6,12 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from rooms_bench.compare import Ratio
+from rooms_bench.compare import Ratio, Startup, StartupFigure
 from rooms_bench.measure import Run
 
 RUN_COLUMNS = ("run", "transport", "mode", "sessions", "steps", "errors", "steps/s",
@@ -27,6 +28,7 @@ class Results:
     ratios: list[Ratio] = field(default_factory=list)
     cold_starts: dict[str, float] = field(default_factory=dict)
     starts: int = 1  # each cold start figure is the median of this many starts
+    startup: Startup | None = None
 
     @property
     def failed(self) -> bool:
@@ -35,9 +37,12 @@ class Results:
 
 def print_results(results: Results) -> None:
     out = Console(width=None if sys.stdout.isatty() else 170)
+    if results.startup is not None:
+        out.print(startup_table(results.startup))
     if results.ratios:
         out.print(ratio_table(results.ratios))
-    out.print(run_table(results.runs))
+    if results.runs:
+        out.print(run_table(results.runs))
     for run in results.runs:
         if run.errors:
             out.print(f"[yellow]{run.name}: errors {dict(run.errors)}[/yellow]")
@@ -54,6 +59,28 @@ def ratio_table(ratios: list[Ratio]) -> Table:
     for ratio in ratios:
         table.add_row(ratio.figure, ratio.compared_with, f"{ratio.value:.2f}×")
     return table
+
+
+def startup_table(startup: Startup) -> Table:
+    table = Table(
+        title=f"Start-up (median of {plural(startup.rounds, 'fresh process')} each; same machine, same run)",
+        caption=(
+            f"server: process start → /health 200, then RSS of its one worker after {startup.settle_s:g} s idle; "
+            "client: the import in a fresh interpreter, then RSS of that process"
+        ),
+    )
+    for column in ("process", "seconds", "× template", "RSS MiB", "× template"):
+        table.add_column(column, justify="left" if column == "process" else "right")
+    for figures in (startup.servers, startup.clients):
+        for item in figures:
+            table.add_row(item.name, f"{item.seconds:.2f}", f"{item.seconds_vs_template:.2f}×",
+                          f"{item.rss_kb / 1024:.0f}", f"{item.rss_vs_template:.2f}×")  # fmt: skip
+        table.add_section()
+    return table
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}es" if noun.endswith("s") else f"{count} {noun}s"
 
 
 def run_table(runs: list[Run]) -> Table:
@@ -76,7 +103,7 @@ def figure(value: float | None) -> str:
 
 
 def write_json(path: Path, results: Results) -> None:
-    report = {
+    report: dict[str, Any] = {
         "schema": "rooms-bench/1",
         "target": results.target,
         "runs": [run.summary() for run in results.runs],
@@ -86,7 +113,26 @@ def write_json(path: Path, results: Results) -> None:
         "cold_start_s": {name: round(seconds, 3) for name, seconds in results.cold_starts.items()},
         "cold_start_starts": results.starts if results.cold_starts else 0,
     }
+    if results.startup is not None:
+        report["startup"] = startup_report(results.startup)
     path.write_text(json.dumps(report, indent=2))
+
+
+def startup_report(startup: Startup) -> dict[str, Any]:
+    def figures(items: list[StartupFigure], seconds: str, rss: str) -> list[dict[str, Any]]:
+        return [
+            {"name": item.name, f"{seconds}_s": round(item.seconds, 3), f"{rss}_kb": round(item.rss_kb),
+             f"{seconds}_vs_template": round(item.seconds_vs_template, 3),
+             f"{rss}_vs_template": round(item.rss_vs_template, 3)}
+            for item in items
+        ]  # fmt: skip
+
+    return {
+        "rounds": startup.rounds,
+        "settle_s": startup.settle_s,
+        "servers": figures(startup.servers, "cold_start", "idle_rss"),
+        "clients": figures(startup.clients, "import", "rss"),
+    }
 
 
 def write_plot(path: Path, runs: list[Run]) -> None:

@@ -28,9 +28,10 @@ def rooms_classes() -> EnvClasses:
     return EnvClasses(client=RoomsEnv, action=RoomsAction)
 
 
-def start_rooms(log_dir: Path, max_sessions: int) -> LiveServer:
-    """The Rooms server, admitting `max_sessions` sessions at once."""
-    return start_server(log_dir, env={"MAX_CONCURRENT_ENVS": str(max(MIN_SESSION_SLOTS, max_sessions))})
+def start_rooms(log_dir: Path, max_sessions: int, env: dict[str, str] | None = None) -> LiveServer:
+    """The Rooms server, admitting `max_sessions` sessions at once; `env` adds settings."""
+    slots = {"MAX_CONCURRENT_ENVS": str(max(MIN_SESSION_SLOTS, max_sessions))}
+    return start_server(log_dir, env={**slots, **(env or {})})
 
 
 def observation_frame(url: str, message: str) -> str:
@@ -82,9 +83,15 @@ def import_package_from(directory: Path, name: str) -> ModuleType:
     return package
 
 
-def start_template(log_dir: Path, template: Template, max_sessions: int) -> LiveServer:
+def start_template(
+    log_dir: Path, template: Template, max_sessions: int, env: dict[str, str] | None = None
+) -> LiveServer:
     """The template's environment served by `rooms_bench.template_app`, its package on PYTHONPATH."""
     port = free_port()
-    python_path = os.pathsep.join(filter(None, [str(template.directory), os.environ.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "rooms_bench.template_app", str(port), str(max(MIN_SESSION_SLOTS, max_sessions))]
-    return start_server(log_dir, command, env={"PYTHONPATH": python_path}, port=port)
+    return start_server(log_dir, command, env={**template_path(template), **(env or {})}, port=port)
+
+
+def template_path(template: Template) -> dict[str, str]:
+    """The environment variable that puts the template's package on a Python process's path."""
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(template.directory), os.environ.get("PYTHONPATH")]))}

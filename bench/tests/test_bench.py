@@ -45,6 +45,28 @@ def test_starts_its_own_server_with_floor_and_template(bench: Bench, load_report
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_startup_reports_servers_and_clients_beside_the_template(
+    bench: Bench, load_report: Report, tmp_path: Path
+) -> None:
+    result = bench("startup", "--rounds", "1", "--settle", "0", "--json", str(tmp_path / "r.json"), timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    startup = load_report(tmp_path / "r.json")["startup"]
+    assert (startup["rounds"], startup["settle_s"]) == (1, 0.0)
+    servers = {server["name"]: server for server in startup["servers"]}
+    assert list(servers) == ["rooms server, web interface off", "rooms server, web interface on",
+                             "template server (openenv init)"]  # fmt: skip
+    for server in servers.values():
+        assert server["cold_start_s"] > 0 and server["idle_rss_kb"] > 0
+    template = servers["template server (openenv init)"]
+    assert (template["cold_start_vs_template"], template["idle_rss_vs_template"]) == (1.0, 1.0)
+    clients = {client["name"]: client for client in startup["clients"]}
+    assert list(clients) == ["rooms client: from rooms import RoomsEnv", "rooms client, Gradio not importable",
+                             "template client: from rooms_template import RoomsTemplateEnv"]  # fmt: skip
+    for client in clients.values():
+        assert client["import_s"] > 0 and client["rss_kb"] > 0 and client["rss_vs_template"] > 0
+    assert "Start-up (median of 1 fresh process each" in result.stdout and "× template" in result.stdout
+
+
 @pytest.mark.parametrize(("transport", "mode"), [("ws", "async"), ("http", "sync"), ("http", "async")])
 def test_transports_and_modes_against_a_running_server(
     bench: Bench, load_report: Report, live_server: LiveServer, tmp_path: Path, transport: str, mode: str
@@ -115,7 +137,7 @@ def test_bad_arguments_are_refused_clearly(bench: Bench, args: list[str]) -> Non
 def test_help_describes_the_options(bench: Bench) -> None:
     result = bench("--help")
     assert result.returncode == 0
-    for option in ("--url", "--floor", "--compare-template", "--sweep", "--json", "--plot"):
+    for option in ("--url", "--floor", "--compare-template", "--sweep", "--json", "--plot", "startup"):
         assert option in result.stdout
 
 
