@@ -22,7 +22,7 @@ KINDS = {
     "shell": "run as written from the project root, must exit 0",
     "live-shell": "run from the project root against a live server (localhost:8000 replaced), must exit 0",
     "sweep-command": "a long benchmark, run with the smallest sizes (`SMALL_SIZES` replace its --sizes, --reps, "
-    "--sweep, --duration, --wait); the rows, columns and lines of its output block must appear, numbers aside",
+    "--sweep, --duration, --wait, --rounds); the rows, columns and lines of its output block must appear, numbers aside",
     "output": "what the block before it prints (or an excerpt): the same rows, columns and lines must appear",
     "app-excerpt": "must appear verbatim in server/app.py",
     "layout": "every path it lists must exist",
@@ -40,7 +40,7 @@ KINDS = {
 }
 
 # What a `sweep-command` block's options become in the suite: enough to print every row and column.
-SMALL_SIZES = {"--sizes": "4", "--reps": "1", "--sweep": "1,2", "--duration": "0.2", "--wait": "0.1"}
+SMALL_SIZES = {"--sizes": "4", "--reps": "1", "--sweep": "1,2", "--duration": "0.2", "--wait": "0.1", "--rounds": "1"}
 
 _MARKED_BLOCK = re.compile(
     r"<!-- readme-test: (?P<kind>[\w-]+) -->\n```(?P<lang>\w*)\n(?P<code>.*?)^```\n", re.S | re.M

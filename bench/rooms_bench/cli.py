@@ -89,6 +89,8 @@ def add_measure_arguments(parser: argparse.ArgumentParser) -> None:
     add("--floor", action="store_true", help="also measure a bare websockets echo; print ratios")
     add("--compare-template", action="store_true", help="also measure the pristine `openenv init` template")
     add("--sweep", type=session_counts, help="comma-separated session counts, async WebSocket, e.g. 1,16,128,1000")
+    add("--rounds", type=int, default=COLD_START_ROUNDS,
+        help=f"with --compare-template: cold starts of each server; figures are medians (default {COLD_START_ROUNDS})")  # fmt: skip
     add("--json", type=Path, help="write the figures to this file")
     add("--plot", type=Path, help="write a latency histogram (and sweep chart) PNG; needs matplotlib")
 
@@ -104,9 +106,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.run is run_measure:
-        bad_counts = min(args.sessions, args.steps) < 1 or args.message_size < 0
+        bad_counts = min(args.sessions, args.steps, args.rounds) < 1 or args.message_size < 0
         if bad_counts or (args.duration is not None and args.duration <= 0):
-            parser.error("--sessions and --steps must be ≥ 1, --message-size ≥ 0, --duration > 0")
+            parser.error("--sessions, --steps and --rounds must be ≥ 1, --message-size ≥ 0, --duration > 0")
     return args
 
 
@@ -179,13 +181,13 @@ def measure_all(args: argparse.Namespace, results: Results, cleanup: ExitStack) 
         runs, ratios = compare_with_template(plan, rooms, template)
         results.runs += runs
         results.ratios += ratios
-        compare_cold_starts(work_dir, most_sessions, generated, results)
+        compare_cold_starts(work_dir, most_sessions, generated, results, args.rounds)
     for count in args.sweep or []:
         sessions = env_client_async(rooms.classes, url, plan.message)
         results.runs.append(measure(f"sweep {count} sessions", count, plan, sessions, local))
 
 
-def compare_cold_starts(work_dir: Path, most_sessions: int, template: Template, results: Results) -> None:
+def compare_cold_starts(work_dir: Path, most_sessions: int, template: Template, results: Results, rounds: int) -> None:
     """Both servers started and stopped in turn; the ratio of their median cold starts."""
 
     def cold_start(start: Callable[[], LiveServer]) -> Callable[[], float]:
@@ -199,8 +201,8 @@ def compare_cold_starts(work_dir: Path, most_sessions: int, template: Template, 
     results.cold_starts = measure_cold_starts({
         "rooms": cold_start(lambda: start_rooms(work_dir, most_sessions)),
         "template": cold_start(lambda: start_template(work_dir, template, most_sessions)),
-    })  # fmt: skip
-    results.starts = COLD_START_ROUNDS
+    }, rounds)  # fmt: skip
+    results.starts = rounds
     ratio = results.cold_starts["rooms"] / results.cold_starts["template"]
     results.ratios.append(Ratio("rooms cold start", "template cold start", ratio))
 
