@@ -22,7 +22,8 @@ KINDS = {
     "shell": "run as written from the project root, must exit 0",
     "live-shell": "run from the project root against a live server (localhost:8000 replaced), must exit 0",
     "sweep-command": "a long benchmark, run with the smallest sizes (`SMALL_SIZES` replace its --sizes, --reps, "
-    "--sweep, --duration, --wait, --rounds); the rows, columns and lines of its output block must appear, numbers aside",
+    "--sweep, --duration, --wait, --rounds); the rows, columns and lines of its output block must appear, "
+    "numbers aside",
     "output": "what the block before it prints (or an excerpt): the same rows, columns and lines must appear",
     "app-excerpt": "must appear verbatim in server/app.py",
     "layout": "every path it lists must exist",
