@@ -89,8 +89,8 @@ def add_measure_arguments(parser: argparse.ArgumentParser) -> None:
     add("--floor", action="store_true", help="also measure a bare websockets echo; print ratios")
     add("--compare-template", action="store_true", help="also measure the pristine `openenv init` template")
     add("--sweep", type=session_counts, help="comma-separated session counts, async WebSocket, e.g. 1,16,128,1000")
-    add("--rounds", type=int, default=COLD_START_ROUNDS,
-        help=f"with --compare-template: cold starts per server, their median kept (default {COLD_START_ROUNDS})")  # fmt: skip
+    rounds_help = f"with --compare-template: cold starts per server, their median kept (default {COLD_START_ROUNDS})"
+    add("--rounds", type=int, default=COLD_START_ROUNDS, help=rounds_help)
     add("--json", type=Path, help="write the figures to this file")
     add("--plot", type=Path, help="write a latency histogram (and sweep chart) PNG; needs matplotlib")
 
