@@ -46,7 +46,7 @@ def print_results(results: Results) -> None:
     for run in results.runs:
         if run.errors:
             out.print(f"[yellow]{run.name}: errors {dict(run.errors)}[/yellow]")
-    of_starts = f", median of {results.starts} starts" if results.starts > 1 else ""
+    of_starts = f", median of {results.starts} starts"
     for name, seconds in results.cold_starts.items():
         out.print(f"cold start (process start → /health 200{of_starts}), {name}: {seconds:.2f} s")
 
