@@ -3,8 +3,8 @@
 `create_app(env, action, observation)` is OpenEnv's `create_fastapi_app` (or its
 web interface, when `ENABLE_WEB_INTERFACE` is on) with the concurrency settings
 of `settings.py`, plus: /docs and /redoc served without a CDN, `GET /capacity`,
-the payload bounds of `limits.py`, and the MCP tools the environment declares
-(`tools.py`). Nothing here names the environment: a copy
+the payload bounds of `limits.py`, the MCP tools the environment declares
+(`tools.py`), and the access control of `access.py`. Nothing here names the environment: a copy
 of this package for another environment uses it unchanged.
 """
 
@@ -27,6 +27,7 @@ from openenv.core.env_server.http_server import create_fastapi_app
 from openenv.core.env_server.interfaces import Environment
 from openenv.core.env_server.types import Action, ConcurrencyConfig, Observation
 
+from .access import AccessControl
 from .limits import ClientLimits
 from .settings import Settings
 from .tools import Tools, accepting_tool_actions
@@ -74,6 +75,8 @@ def create_app(
     if tools is not None:
         tools.serve_standard_mcp(app, counted_env, lambda: sessions.open < settings.max_concurrent_envs)
     app.add_middleware(ClientLimits, max_body_bytes=settings.max_payload_bytes)
+    # Added last, so it runs first: a refused request reaches nothing else.
+    app.add_middleware(AccessControl, token=settings.api_token, allowed_origins=settings.allowed_origins)
     return app
 
 
