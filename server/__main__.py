@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from .settings import Settings, SettingsError
+from .settings import PREFIX, Settings, SettingsError
 
 PACKAGE = (__package__ or "").split(".")[0]  # `__name__` is "__main__" under `python -m`
 NAME = PACKAGE.replace("_", " ").title()  # as the start-up line names it
@@ -39,6 +39,16 @@ def capacity_message(max_sessions: int, workers: int) -> str:
     return f"{NAME} accepts up to {max_sessions} concurrent WebSocket sessions (MAX_CONCURRENT_ENVS={max_sessions})"
 
 
+def access_message(settings: Settings) -> str:
+    """What the `server` command says at start-up about who may use it (never the token itself)."""
+    if settings.api_token is None:
+        return (
+            f"Access is open: anyone who reaches this port may open sessions "
+            f"(set {PREFIX}API_TOKEN or {PREFIX}API_TOKEN_FILE to require a token)"
+        )
+    return "Access is token-protected: every route but /health wants 'Authorization: Bearer <token>'"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `server` command."""
     try:
@@ -47,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(f"server: {error}") from None
     args = parse_args(settings, argv)
     print(capacity_message(settings.max_concurrent_envs, args.workers), flush=True)
+    print(access_message(settings), flush=True)
     uvicorn.run(
         f"{__package__}.serve:app",
         host=args.host,
