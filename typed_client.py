@@ -7,6 +7,11 @@ a synchronous client on one blocking `websockets` connection, so a rollout loop'
 `env.step(...)` is a single round trip in the calling thread. `from_docker_image`,
 `from_env` and `from_hub` return a `Launch`: await it, call `.sync()`, or use it
 directly as the synchronous client.
+
+A server that wants an access token (`<PREFIX>API_TOKEN` on the server) gets it from
+`headers={"Authorization": "Bearer <token>"}`, which every form of the client sends;
+`from_docker_image` and `from_env` take `api_token=` and give it to the server they
+start too. A server that refuses the token, or its absence, raises `AccessDenied`.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ import asyncio
 import inspect
 import json
 import threading
-from collections.abc import Callable, Coroutine, Generator
-from contextlib import suppress
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
+from contextlib import contextmanager, suppress
+from functools import partial
 from ipaddress import ip_address
 from typing import Any, Generic, TypeVar, overload
 from urllib.parse import urlsplit
@@ -35,9 +41,11 @@ from openenv.core.env_server.types import Action, Observation, State
 from openenv.core.sync_client import SyncEnvClient
 from openenv.core.utils import convert_to_ws_url, hf_space_subdomain
 from pydantic_core import from_json
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State as SocketState
 from websockets.sync.client import ClientConnection, connect
+
+from .server.settings import PREFIX
 
 ActT = TypeVar("ActT", bound=Action)
 ObsT = TypeVar("ObsT", bound=Observation)
@@ -46,6 +54,52 @@ StateT = TypeVar("StateT", bound=State)
 ENV_CLIENT_ARGUMENTS = inspect.signature(EnvClient.__init__)
 # websockets >= 17 warns about a connection opened without `with` unless asked for directly.
 DIRECT_CONNECTION: dict[str, Any] = {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
+#: The server setting `from_docker_image(api_token=...)` and `from_env(api_token=...)` give their server.
+API_TOKEN_SETTING = f"{PREFIX}API_TOKEN"
+# What a server answers a WebSocket handshake that lacks the right token (403: one that cannot say 401).
+ACCESS_REFUSED_STATUSES = (401, 403)
+
+
+class AccessDenied(PermissionError):
+    """The server refused the WebSocket handshake: it wants an access token, or not the one sent."""
+
+    def __init__(self, url: str, status: int, sent_token: bool) -> None:
+        if status == 401 and not sent_token:
+            problem = "wants an access token"
+        elif status == 401:
+            problem = "refused the access token sent"
+        else:
+            problem = "refused the connection: it wants an access token, or another one, or another origin"
+        super().__init__(
+            f"The server at {url} {problem} (HTTP {status}): pass "
+            'headers={"Authorization": "Bearer <token>"} with the token the server was given'
+        )
+        self.url, self.status = url, status
+
+
+def access_denied(url: str, headers: dict[str, str] | None, error: BaseException) -> AccessDenied | None:
+    """The `AccessDenied` that `error` (a failed handshake, maybe wrapped) stands for, if it is one."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, InvalidStatus):
+        cause = cause.__cause__
+    if cause is None or cause.response.status_code not in ACCESS_REFUSED_STATUSES:
+        return None
+    sent_token = any(name.lower() == "authorization" for name in headers or {})
+    return AccessDenied(url, cause.response.status_code, sent_token)
+
+
+def with_token(headers: dict[str, str] | None, api_token: str | None) -> dict[str, str] | None:
+    """`headers` with `Authorization: Bearer <api_token>` added, when there is a token."""
+    if api_token is None:
+        return headers
+    return {**(headers or {}), "Authorization": f"Bearer {api_token}"}
+
+
+def token_setting(env_vars: dict[str, str] | None, api_token: str | None) -> dict[str, str] | None:
+    """A started server's environment variables, with the token when there is one."""
+    if api_token is None:
+        return env_vars
+    return {**(env_vars or {}), API_TOKEN_SETTING: api_token}
 
 
 class TypedEnvClient(EnvClient[ActT, ObsT, StateT]):
@@ -65,6 +119,41 @@ class TypedEnvClient(EnvClient[ActT, ObsT, StateT]):
         self.arguments: dict[str, Any] = {k: v for k, v in arguments.arguments.items() if k != "self"}
         self.sync_client: SyncClient[ActT, ObsT, StateT] | None = None
 
+    def connect(self) -> Any:
+        """Open the session; `AccessDenied` if the server refuses the token, or its absence."""
+        return self.access_explained(super().connect)
+
+    def reset(self, **kwargs: Any) -> Any:
+        """Start a new episode (opening the session first if need be)."""
+        return self.access_explained(partial(super().reset, **kwargs))
+
+    def step(self, action: ActT, **kwargs: Any) -> Any:
+        """Send one action (opening the session first if need be)."""
+        return self.access_explained(partial(super().step, action, **kwargs))
+
+    def state(self) -> Any:
+        """The session's `State` (opening the session first if need be)."""
+        return self.access_explained(super().state)
+
+    def access_explained(self, call: Callable[[], Any]) -> Any:
+        """`call()`, whose refused handshake raises `AccessDenied`, now or when its result is awaited."""
+        with self.explaining_refusal():
+            result = call()
+        if inspect.isawaitable(result):
+            return Explained(result, self.explaining_refusal)
+        return result
+
+    @contextmanager
+    def explaining_refusal(self) -> Iterator[None]:
+        """Turn OpenEnv's `ConnectionError` for a handshake refused over the token into `AccessDenied`."""
+        try:
+            yield
+        except ConnectionError as error:
+            denied = access_denied(convert_to_ws_url(self.base_url or "") + "/ws", self.arguments["headers"], error)
+            if denied is None:
+                raise
+            raise denied from error
+
     def sync(self) -> SyncClient[ActT, ObsT, StateT]:
         """The synchronous client for this session."""
         if self.sync_client is None:
@@ -73,19 +162,30 @@ class TypedEnvClient(EnvClient[ActT, ObsT, StateT]):
 
     @classmethod
     def from_docker_image(  # type: ignore[override]
-        cls, image: str, provider: ContainerProvider | None = None, **kwargs: Any
+        cls,
+        image: str,
+        provider: ContainerProvider | None = None,
+        *,
+        api_token: str | None = None,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
     ) -> Launch[ActT, ObsT, StateT]:
         """Run `image` in a container (`LocalDockerProvider` unless `provider` is given).
 
-        `close()` on the client stops the container. `kwargs` go to `start_container`.
+        `close()` on the client stops the container. With `api_token`, the container's
+        server wants that token (it gets it as `<PREFIX>API_TOKEN`) and the client sends
+        it; `headers` are sent too. Other `kwargs` go to `start_container`.
         """
+        if api_token is not None:
+            kwargs["env_vars"] = token_setting(kwargs.get("env_vars"), api_token)
+        headers = with_token(headers, api_token)
 
         def start() -> TypedEnvClient[ActT, ObsT, StateT]:
             containers = provider or LocalDockerProvider()  # type: ignore[no-untyped-call]
             try:
                 base_url = containers.start_container(image, **kwargs)
                 containers.wait_for_ready(base_url)
-                return cls(base_url=base_url, provider=containers)
+                return cls(base_url=base_url, provider=containers, headers=headers)
             except BaseException:
                 containers.stop_container()
                 raise
@@ -99,6 +199,8 @@ class TypedEnvClient(EnvClient[ActT, ObsT, StateT]):
         *,
         use_docker: bool = True,
         provider: ContainerProvider | RuntimeProvider | None = None,
+        api_token: str | None = None,
+        headers: dict[str, str] | None = None,
         **provider_kwargs: Any,
     ) -> Launch[ActT, ObsT, StateT]:
         """Run the Hugging Face Space `repo_id` locally, as OpenEnv's `from_env` does.
@@ -106,14 +208,24 @@ class TypedEnvClient(EnvClient[ActT, ObsT, StateT]):
         With Docker (the default) its image is pulled from the Space's registry
         (`tag=` picks the tag); with `use_docker=False` it runs with uv from the
         Space's git repository, or from `project_path=` (a local checkout).
+        `api_token` and `headers` are as in `from_docker_image`.
         """
         if use_docker:
             tag = provider_kwargs.pop("tag", "latest")
             image = f"registry.hf.space/{hf_space_subdomain(repo_id)}:{tag}"
-            return cls.from_docker_image(image, provider, **provider_kwargs)  # type: ignore[arg-type]
+            return cls.from_docker_image(
+                image,
+                provider,  # type: ignore[arg-type]
+                api_token=api_token,
+                headers=headers,
+                **provider_kwargs,
+            )
         start_args = {
             key: provider_kwargs.pop(key) for key in ("port", "env_vars", "workers") if key in provider_kwargs
         }
+        if api_token is not None:
+            start_args["env_vars"] = token_setting(start_args.get("env_vars"), api_token)
+        headers = with_token(headers, api_token)
         if provider is None:
             project_path = provider_kwargs.pop("project_path", f"git+https://huggingface.co/spaces/{repo_id}")
             provider = UVProvider(project_path=project_path, **provider_kwargs)
@@ -125,7 +237,7 @@ class TypedEnvClient(EnvClient[ActT, ObsT, StateT]):
             try:
                 base_url = runtime.start(**start_args)
                 runtime.wait_for_ready()
-                return cls(base_url=base_url, provider=runtime)
+                return cls(base_url=base_url, provider=runtime, headers=headers)
             except BaseException:
                 runtime.stop()
                 raise
@@ -251,6 +363,9 @@ class SyncClient(SyncEnvClient[ActT, ObsT, StateT]):
         try:
             self._socket = connect(ws_url, **options)
         except Exception as error:
+            denied = access_denied(ws_url, arguments["headers"], error)
+            if denied is not None:
+                raise denied from error
             raise ConnectionError(f"Failed to connect to {ws_url}: {error}") from error
         return self._socket
 
@@ -375,6 +490,33 @@ class Launch(Coroutine[Any, Any, TypedEnvClient[ActT, ObsT, StateT]], Generic[Ac
         return env
 
 
+class Explained(Awaitable[Any]):
+    """An OpenEnv client call's pending result, whose refused handshake raises `AccessDenied`.
+
+    Awaited, or resolved synchronously as OpenEnv lets its first call in a running
+    event loop be (by reading one of its attributes).
+    """
+
+    def __init__(self, pending: Awaitable[Any], explaining: Callable[[], Any]) -> None:
+        self.pending = pending
+        self.explaining = explaining
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.resolved().__await__()
+
+    async def resolved(self) -> Any:
+        with self.explaining():
+            return await self.pending
+
+    def __getattr__(self, name: str) -> Any:
+        with self.explaining():
+            return getattr(self.pending, name)
+
+    def __bool__(self) -> bool:
+        with self.explaining():
+            return bool(self.pending)
+
+
 def start_provider(provider: ContainerProvider | RuntimeProvider | None) -> str:
     """Start a provider that owns its source (no `base_url` given) and return its URL."""
     if isinstance(provider, ContainerProvider):
@@ -414,4 +556,4 @@ def raise_for_server_error(response: dict[str, Any]) -> dict[str, Any]:
     raise RuntimeError(f"Server error: {error.get('message', 'Unknown error')} (code: {error.get('code', 'UNKNOWN')})")
 
 
-__all__ = ["Launch", "SyncClient", "TypedEnvClient"]
+__all__ = ["AccessDenied", "Launch", "SyncClient", "TypedEnvClient"]
