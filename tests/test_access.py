@@ -1,0 +1,436 @@
+"""Access control: with ROOMS_API_TOKEN set only token holders get in; no cross-site WebSocket sessions.
+
+In-process (Starlette's TestClient) where the routes are the point; live servers where the
+handshake on a real socket, the session slots and the clients are.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from openenv.core.containers.runtime import ContainerProvider, RuntimeProvider
+from starlette.testclient import TestClient, WebSocketDenialResponse
+from starlette.types import Message
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from rooms import RoomsAction, RoomsEnv, RoomsObservation
+from rooms.server.access import AccessControl
+from rooms.server.rooms_environment import RoomsEnvironment
+from rooms.server.serving import create_app
+from rooms.server.settings import Settings, SettingsError
+from rooms.typed_client import AccessDenied
+from tests.conftest import LiveServer, ServerFactory, free_port
+
+TOKEN = "s3cret-Token_for.tests~1"
+WRONG = "not-the-token"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def basic(password: str, user: str = "anyone") -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+# --- settings -------------------------------------------------------------------------------------
+
+
+def test_token_from_the_variable_or_from_a_file(tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text(TOKEN + "\n")  # as `echo` writes it
+    assert Settings.from_env({}).api_token is None
+    assert Settings.from_env({"ROOMS_API_TOKEN": TOKEN}).api_token == TOKEN
+    assert Settings.from_env({"ROOMS_API_TOKEN_FILE": str(secret)}).api_token == TOKEN
+    assert TOKEN not in repr(Settings.from_env({"ROOMS_API_TOKEN": TOKEN}))
+
+
+@pytest.mark.parametrize(
+    "environ, says",
+    [
+        ({"ROOMS_API_TOKEN": ""}, "ROOMS_API_TOKEN is empty"),
+        ({"ROOMS_API_TOKEN": "two words"}, "ROOMS_API_TOKEN must be one word"),
+        ({"ROOMS_API_TOKEN_FILE": "/nonexistent/token"}, "ROOMS_API_TOKEN_FILE: cannot read the token from"),
+        ({"ROOMS_API_TOKEN": TOKEN, "ROOMS_API_TOKEN_FILE": "/x"}, "ROOMS_API_TOKEN and ROOMS_API_TOKEN_FILE are both"),
+        ({"ROOMS_ALLOWED_ORIGINS": "https://ok.example, example.org"}, "ROOMS_ALLOWED_ORIGINS lists 'example.org'"),
+        ({"ROOMS_ALLOWED_ORIGINS": "https://example.org/path"}, "ROOMS_ALLOWED_ORIGINS lists 'https://example.org/pa"),
+    ],
+)
+def test_a_bad_access_setting_is_an_error_naming_the_variable(environ: dict[str, str], says: str) -> None:
+    with pytest.raises(SettingsError, match=f"^{says}"):
+        Settings.from_env(environ)
+
+
+def test_an_empty_token_file_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("\n")
+    with pytest.raises(SettingsError, match=r"^ROOMS_API_TOKEN_FILE is empty"):
+        Settings.from_env({"ROOMS_API_TOKEN_FILE": str(tmp_path / "token")})
+
+
+def test_allowed_origins_are_read_as_a_list() -> None:
+    environ = {"ROOMS_ALLOWED_ORIGINS": "https://Trainer.example:8443, http://localhost:3000"}
+    assert Settings.from_env(environ).allowed_origins == ("https://trainer.example:8443", "http://localhost:3000")
+
+
+# --- every HTTP route, in process -----------------------------------------------------------------
+
+ROUTES: list[tuple[str, str, Any]] = [
+    ("GET", "/capacity", None),
+    ("GET", "/schema", None),
+    ("GET", "/metadata", None),
+    ("GET", "/docs", None),
+    ("GET", "/redoc", None),
+    ("GET", "/docs-assets/swagger-ui.css", None),
+    ("GET", "/openapi.json", None),
+    ("POST", "/reset", {}),
+    ("POST", "/step", {"action": {"message": "Hi"}}),
+    ("GET", "/state", None),
+    ("POST", "/mcp", {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+    ("GET", "/list_environments", None),
+    ("GET", "/no-such-route", None),
+]
+
+
+WS_URL = "ws://127.0.0.1:8000/ws"  # TestClient's WebSocket handshakes otherwise go to host `testserver`
+
+
+def app_client(**settings: Any) -> TestClient:
+    app = create_app(RoomsEnvironment, RoomsAction, RoomsObservation, Settings(**settings))
+    return TestClient(app, base_url="http://127.0.0.1:8000")
+
+
+@pytest.fixture(scope="module")
+def protected() -> Iterator[TestClient]:
+    with app_client(api_token=TOKEN, max_concurrent_envs=1) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def open_app() -> Iterator[TestClient]:
+    with app_client(max_concurrent_envs=1) as client:
+        yield client
+
+
+def request(client: TestClient, method: str, path: str, body: Any, headers: dict[str, str]) -> Any:
+    return client.request(method, path, json=body, headers=headers)
+
+
+@pytest.mark.parametrize("method, path, body", ROUTES, ids=[f"{m} {p}" for m, p, _ in ROUTES])
+@pytest.mark.parametrize(
+    "headers, says",
+    [
+        ({}, "This server wants an access token"),
+        ({"Authorization": f"Bearer {WRONG}"}, "The access token sent is not this server's"),
+        ({"Authorization": f"Bearer {TOKEN}x"}, "The access token sent is not this server's"),
+        ({"Authorization": TOKEN}, "The access token sent is not this server's"),
+        (basic(WRONG), "The access token sent is not this server's"),
+        ({"Authorization": "Basic not-base64!"}, "The access token sent is not this server's"),
+    ],
+    ids=["no token", "wrong token", "token with more", "no scheme", "wrong basic password", "broken basic"],
+)
+def test_a_route_without_the_token_is_refused_with_401(
+    protected: TestClient, method: str, path: str, body: Any, headers: dict[str, str], says: str
+) -> None:
+    response = request(protected, method, path, body, headers)
+    assert response.status_code == 401
+    assert response.json()["detail"].startswith(says)
+    assert TOKEN not in response.text
+    challenges = response.headers.get_list("www-authenticate")
+    assert challenges == ['Bearer realm="rooms"', 'Basic realm="rooms", charset="UTF-8"']
+
+
+@pytest.mark.parametrize("method, path, body", ROUTES, ids=[f"{m} {p}" for m, p, _ in ROUTES])
+@pytest.mark.parametrize("headers", [BEARER, basic(TOKEN), basic(TOKEN, user="")], ids=["bearer", "basic", "no-user"])
+def test_a_route_with_the_token_answers_as_an_open_server_does(
+    protected: TestClient, open_app: TestClient, method: str, path: str, body: Any, headers: dict[str, str]
+) -> None:
+    with_token = request(protected, method, path, body, headers)
+    unprotected = request(open_app, method, path, body, {})
+    assert with_token.status_code == unprotected.status_code != 401
+    if path not in ("/capacity", "/reset", "/step", "/state"):  # these carry a pid or an episode id
+        assert with_token.content == unprotected.content
+
+
+def test_health_is_open_to_all(protected: TestClient) -> None:
+    assert protected.get("/health").status_code == 200
+    assert protected.get("/health", headers={"Authorization": f"Bearer {WRONG}"}).status_code == 200
+
+
+def test_an_open_server_needs_no_token(open_app: TestClient) -> None:
+    assert open_app.get("/capacity").status_code == 200
+    assert open_app.get("/capacity", headers={"Authorization": f"Bearer {WRONG}"}).status_code == 200
+
+
+# --- the WebSocket handshake, in process ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/ws", "/mcp"])
+@pytest.mark.parametrize("headers", [{}, {"Authorization": f"Bearer {WRONG}"}], ids=["no token", "wrong token"])
+def test_a_websocket_without_the_token_is_refused_with_401_before_the_upgrade(
+    protected: TestClient, path: str, headers: dict[str, str]
+) -> None:
+    # TestClient adds its own headers to the dict it is given: each call gets a copy.
+    with pytest.raises(WebSocketDenialResponse) as refused, protected.websocket_connect(path, headers=dict(headers)):
+        pass
+    assert refused.value.status_code == 401
+    assert protected.get("/capacity", headers=BEARER).json()["active_sessions"] == 0
+
+
+def test_a_websocket_with_the_token_gets_a_session(protected: TestClient) -> None:
+    with protected.websocket_connect("/ws", headers=dict(BEARER)) as ws:
+        ws.send_text(json.dumps({"type": "step", "data": {"message": "Hi"}}))
+        assert ws.receive_json()["data"]["reward"] == pytest.approx(0.2)
+        assert protected.get("/capacity", headers=BEARER).json()["active_sessions"] == 1
+
+
+@pytest.mark.parametrize(
+    "origin, allowed",
+    [
+        ("http://127.0.0.1:8000", True),  # the server's own pages (/web, /docs)
+        ("https://evil.example", False),
+        ("http://127.0.0.1:9999", False),
+        ("null", False),  # a sandboxed frame or a file:// page
+        ("https://trainer.example", True),
+    ],
+)
+def test_a_browser_handshake_from_another_origin_is_refused_unless_listed(
+    origin: str, allowed: bool, tmp_path: Path
+) -> None:
+    with app_client(allowed_origins=("https://trainer.example",)) as client:
+        if allowed:
+            with client.websocket_connect(WS_URL, headers={"Origin": origin}) as ws:
+                ws.send_text(json.dumps({"type": "state"}))
+                assert ws.receive_json()["type"] == "state"
+            return
+        with (
+            pytest.raises(WebSocketDenialResponse) as refused,
+            client.websocket_connect(WS_URL, headers={"Origin": origin}),
+        ):
+            pass
+        assert refused.value.status_code == 403
+        assert "ROOMS_ALLOWED_ORIGINS" in refused.value.json()["detail"]
+        assert client.get("/capacity").json()["active_sessions"] == 0
+
+
+def test_an_origin_check_comes_before_the_token_and_star_allows_any() -> None:
+    with app_client(api_token=TOKEN) as client:
+        evil = {**BEARER, "Origin": "https://evil.example"}
+        with pytest.raises(WebSocketDenialResponse) as refused, client.websocket_connect("/ws", headers=evil):
+            pass
+        assert refused.value.status_code == 403
+    with (
+        app_client(api_token=TOKEN, allowed_origins=("*",)) as client,
+        client.websocket_connect("/ws", headers={**BEARER, "Origin": "https://any.example"}) as ws,
+    ):
+        ws.send_text(json.dumps({"type": "state"}))
+        assert ws.receive_json()["type"] == "state"
+
+
+async def test_without_the_denial_extension_a_handshake_is_closed_before_it_is_accepted() -> None:
+    reached: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["path"])
+
+    sent: list[Message] = []
+    incoming = [{"type": "websocket.connect"}]
+
+    async def receive() -> Message:
+        return incoming.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "websocket", "path": "/ws", "headers": [(b"host", b"h")], "extensions": {}}
+    await AccessControl(app, token=TOKEN)(scope, receive, send)
+    assert reached == [] and incoming == []
+    assert [m["type"] for m in sent] == ["websocket.close"]
+    assert sent[0]["code"] == 1008
+
+
+# --- live servers: the real handshake, session slots, every client form ---------------------------
+
+
+@pytest.fixture(scope="module")
+def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server that wants TOKEN and holds two sessions at most: a slot taken by a refusal would show."""
+    factory = ServerFactory(tmp_path_factory.mktemp("token-server"))
+    yield factory(env={"ROOMS_API_TOKEN": TOKEN, "MAX_CONCURRENT_ENVS": "2"})
+    factory.stop_all()
+
+
+def capacity(server: LiveServer) -> dict[str, int]:
+    answer: dict[str, int] = requests.get(f"{server.url}/capacity", headers=BEARER, timeout=10).json()
+    return answer
+
+
+@pytest.mark.parametrize(
+    "headers, status",
+    [({}, 401), ({"Authorization": f"Bearer {WRONG}"}, 401), ({**BEARER, "Origin": "https://evil.example"}, 403)],
+    ids=["no token", "wrong token", "other origin"],
+)
+def test_a_live_handshake_is_refused_with_its_status_and_takes_no_slot(
+    token_server: LiveServer, headers: dict[str, str], status: int
+) -> None:
+    for _ in range(3):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(token_server.ws_url, additional_headers=headers, open_timeout=10)
+        assert refused.value.response.status_code == status
+    assert capacity(token_server) | {"pid": 0} == {"active_sessions": 0, "max_sessions": 2, "free_slots": 2, "pid": 0}
+    with RoomsEnv(base_url=token_server.url, headers=BEARER).sync() as env:  # both slots are still free
+        assert env.step(RoomsAction(message="Hi")).reward == pytest.approx(0.2)
+        assert env.new_session().step(RoomsAction(message="Hello")).reward == pytest.approx(0.5)
+        assert capacity(token_server)["active_sessions"] == 2
+    assert TOKEN not in token_server.log()
+
+
+def test_http_on_a_live_server(token_server: LiveServer) -> None:
+    assert requests.get(f"{token_server.url}/health", timeout=10).status_code == 200
+    assert requests.get(f"{token_server.url}/capacity", timeout=10).status_code == 401
+    assert requests.post(f"{token_server.url}/step", json={"action": {"message": "Hi"}}, timeout=10).status_code == 401
+    step = requests.post(f"{token_server.url}/step", json={"action": {"message": "Hi"}}, headers=BEARER, timeout=10)
+    assert step.status_code == 200 and step.json()["reward"] == pytest.approx(0.2)
+    assert requests.get(f"{token_server.url}/schema", auth=("anyone", TOKEN), timeout=10).status_code == 200
+
+
+def test_the_server_command_says_whether_access_is_open(token_server: LiveServer, server_factory: Any) -> None:
+    assert "Access is token-protected" in token_server.log()
+    assert "Access is open" in server_factory().log()
+
+
+def test_the_server_command_refuses_a_bad_token_setting(server_factory: ServerFactory) -> None:
+    server = server_factory(env={"ROOMS_API_TOKEN_FILE": "/nonexistent/token"}, wait=False)
+    assert server.process.wait(timeout=60) != 0
+    assert "server: ROOMS_API_TOKEN_FILE: cannot read the token from '/nonexistent/token'" in server.log()
+
+
+def test_sync_client_with_the_token_and_its_new_session(token_server: LiveServer) -> None:
+    with RoomsEnv(base_url=token_server.url, headers=BEARER).sync() as env:
+        assert env.reset().done is False
+        assert env.step(RoomsAction(message="Hi")).reward == pytest.approx(0.2)
+        other = env.new_session()
+        assert other.step(RoomsAction(message="Hello")).reward == pytest.approx(0.5)
+        assert env.state().step_count == 1 and other.state().step_count == 1
+
+
+@pytest.mark.parametrize(
+    "headers, says",
+    [(None, "wants an access token"), ({"Authorization": f"Bearer {WRONG}"}, "refused the access token sent")],
+    ids=["no token", "wrong token"],
+)
+def test_sync_client_refused_says_the_server_wants_a_token(
+    token_server: LiveServer, headers: dict[str, str] | None, says: str
+) -> None:
+    env = RoomsEnv(base_url=token_server.url, headers=headers).sync()
+    try:
+        with pytest.raises(
+            AccessDenied, match=f"The server at ws://127.0.0.1:{token_server.port}/ws {says} \\(HTTP 401\\)"
+        ):
+            env.reset()
+    finally:
+        env.close()
+    assert isinstance(AccessDenied("u", 401, False), PermissionError)
+
+
+async def test_async_client_with_the_token_and_its_new_session(token_server: LiveServer) -> None:
+    async with RoomsEnv(base_url=token_server.url, headers=BEARER) as env:
+        assert (await env.step(RoomsAction(message="Hi"))).reward == pytest.approx(0.2)
+        other = await env.new_session()
+        assert (await other.step(RoomsAction(message="Hello"))).reward == pytest.approx(0.5)
+        assert (await other.state()).step_count == 1
+    fresh = RoomsEnv(base_url=token_server.url, headers=BEARER)
+    try:
+        assert (await fresh.reset()).done is False  # connects on first use
+    finally:
+        await fresh.close()
+
+
+@pytest.mark.parametrize("how", ["connect", "async with", "reset first", "new_session of a refused"])
+async def test_async_client_refused_says_the_server_wants_a_token(token_server: LiveServer, how: str) -> None:
+    env = RoomsEnv(base_url=token_server.url)
+    try:
+        with pytest.raises(AccessDenied, match="wants an access token"):
+            if how == "connect":
+                await env.connect()
+            elif how == "async with":
+                async with env:
+                    pass
+            elif how == "reset first":
+                await env.reset()
+            else:
+                await env.new_session()
+    finally:
+        await env.close()
+
+
+def test_openenv_sync_wrapper_refused_says_the_server_wants_a_token(token_server: LiveServer) -> None:
+    env = RoomsEnv(base_url=token_server.url)  # used synchronously without .sync(): OpenEnv's own wrapper
+    try:
+        with pytest.raises(AccessDenied, match="wants an access token"):
+            env.reset()
+    finally:
+        env.close()
+    env = RoomsEnv(base_url=token_server.url, headers=BEARER)
+    try:
+        assert env.step(RoomsAction(message="Hi")).reward == pytest.approx(0.2)
+    finally:
+        env.close()
+
+
+class ProcessProvider(ContainerProvider, RuntimeProvider):  # type: ignore[misc]
+    """Starts a local server process where a real provider starts a container: what it was told is recorded."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.factory = ServerFactory(log_dir)
+        self.env_vars: dict[str, str] | None = None
+        self.server: LiveServer | None = None
+
+    def start_container(self, image: str = "", port: int | None = None, env_vars: Any = None, **_: Any) -> str:
+        return self.start(port, env_vars)
+
+    def start(self, port: int | None = None, env_vars: Any = None, **_: Any) -> str:
+        self.env_vars = env_vars
+        self.server = self.factory(env=env_vars, port=port or free_port())
+        return self.server.url
+
+    def wait_for_ready(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def stop_container(self) -> None:
+        self.factory.stop_all()
+
+    def stop(self) -> None:
+        self.factory.stop_all()
+
+    def is_running(self) -> bool:
+        return self.server is not None and self.server.process.poll() is None
+
+
+@pytest.mark.parametrize("factory", ["from_docker_image", "from_env with docker", "from_env with uv"])
+def test_launches_give_their_server_the_token_and_send_it(factory: str, tmp_path: Path) -> None:
+    provider = ProcessProvider(tmp_path)
+    if factory == "from_docker_image":
+        launch = RoomsEnv.from_docker_image("rooms-env:latest", provider, api_token=TOKEN, env_vars={"X": "1"})
+    else:
+        launch = RoomsEnv.from_env(
+            "owner/rooms", use_docker=factory.endswith("docker"), provider=provider, api_token=TOKEN
+        )
+    with launch as env:
+        assert env.step(RoomsAction(message="Hi")).reward == pytest.approx(0.2)
+        assert provider.env_vars is not None and provider.env_vars["ROOMS_API_TOKEN"] == TOKEN
+        assert provider.server is not None
+        assert requests.get(f"{provider.server.url}/capacity", timeout=10).status_code == 401
+    assert not provider.is_running()
+
+
+async def test_an_awaited_launch_sends_the_token(tmp_path: Path) -> None:
+    provider = ProcessProvider(tmp_path)
+    env = await RoomsEnv.from_docker_image("rooms-env:latest", provider, api_token=TOKEN)
+    try:
+        assert (await env.step(RoomsAction(message="Hi"))).reward == pytest.approx(0.2)
+    finally:
+        await env.close()
