@@ -8,7 +8,8 @@ thread's next call opens a new session on a live replica. With `--kill-at S` one
 container is killed (`docker kill`) S seconds in; the report gives the errors, which replica they
 came from, how long the failed sessions took to step again elsewhere, and how long Swarm took to
 bring the replica count back. The exit status is 0 only if every error came from the killed
-replica, every failed session recovered, and (with a kill) the replicas came back.
+replica, every failed session recovered, and (with a kill) the replicas came back. Replicas that
+want an access token get the one in `--token-file`; one that refuses it ends the load.
 """
 
 from __future__ import annotations
@@ -82,11 +83,13 @@ def close_quietly(env: SyncClient[RoomsAction, RoomsObservation, State]) -> None
         env.close()
 
 
-def open_session(pool: RoundRobin) -> tuple[SyncClient[RoomsAction, RoomsObservation, State], str]:
+def open_session(
+    pool: RoundRobin, headers: dict[str, str] | None = None
+) -> tuple[SyncClient[RoomsAction, RoomsObservation, State], str]:
     """A new session, reset, on the first replica in turn that takes it."""
     refusals: list[str] = []
     for url in pool.candidates():
-        env = RoomsEnv(base_url=url).sync()
+        env = RoomsEnv(base_url=url, headers=headers).sync()
         try:
             env.reset()
             return env, url
@@ -124,7 +127,9 @@ class Tally:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def load_thread(pool: RoundRobin, tally: Tally, until: Until, message: str, think_s: float) -> None:
+def load_thread(
+    pool: RoundRobin, tally: Tally, until: Until, message: str, think_s: float, headers: dict[str, str] | None = None
+) -> None:
     """Step one session at a time until told to stop, moving to another replica when one fails."""
     env: SyncClient[RoomsAction, RoomsObservation, State] | None = None
     url = ""
@@ -134,7 +139,12 @@ def load_thread(pool: RoundRobin, tally: Tally, until: Until, message: str, thin
     while not until.done():
         if env is None:
             try:
-                env, url = open_session(pool)
+                env, url = open_session(pool, headers)
+            except PermissionError as error:  # AccessDenied: no token, or not the replicas' one; nothing to wait for
+                with tally.lock:
+                    tally.errors[(getattr(error, "url", ""), type(error).__name__)] += 1
+                until.stop.set()
+                break
             except NoReplicaAvailable:
                 with tally.lock:
                     tally.refused_opens += 1
@@ -236,6 +246,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--message-size", type=int, default=13, help="message size in bytes (default 13)")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
+    parser.add_argument(
+        "--token-file", type=Path, help="a file holding the replicas' access token (their ROOMS_API_TOKEN_FILE)"
+    )
+
+
+def token_headers(token_file: Path | None) -> dict[str, str] | None:
+    """The `Authorization` header carrying the token in `token_file`, if one is given."""
+    if token_file is None:
+        return None
+    return {"Authorization": f"Bearer {token_file.read_text(encoding='utf-8').strip()}"}
 
 
 def argument_problem(args: argparse.Namespace) -> str | None:
@@ -248,6 +268,8 @@ def argument_problem(args: argparse.Namespace) -> str | None:
         return "--sessions must be ≥ 1, --duration > 0, --message-size and --think ≥ 0"
     if args.kill_at is not None and not 0 < args.kill_at < args.duration:
         return "--kill-at must fall inside --duration"
+    if args.token_file is not None and not args.token_file.is_file():
+        return f"--token-file {args.token_file}: no such file"
     return None
 
 
@@ -268,7 +290,9 @@ def run(args: argparse.Namespace) -> int:
     until = Until(started + args.duration)
     threads = [
         threading.Thread(
-            target=load_thread, args=(pool, tally, until, "x" * args.message_size, args.think), daemon=True
+            target=load_thread,
+            args=(pool, tally, until, "x" * args.message_size, args.think, token_headers(args.token_file)),
+            daemon=True,
         )
         for _ in range(args.sessions)
     ]
