@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -28,6 +29,7 @@ import requests
 from openenv.core.containers.runtime import DockerSwarmProvider
 
 from rooms import RoomsAction, RoomsEnv
+from rooms.typed_client import AccessDenied
 from rooms_bench.failover import healthy, swarm_replicas
 from tests.conftest import DOCKER, ROOT, SYSTEM_DOCKER, BuiltImage, console_script, docker, require
 from tests.readme_blocks import Block, assert_prints_what_it_promises, readme_blocks, run_python
@@ -38,6 +40,8 @@ REPLICAS = 2
 SESSIONS_PER_REPLICA = 4
 STACK = f"rooms-test-{os.getpid()}"
 SERVICE = f"{STACK}_rooms"
+TOKEN = secrets.token_urlsafe(32)  # the stack's access token, given to it as a Docker secret
+HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def wait_for(what: str, condition: Callable[[], bool], timeout: float = 180.0) -> None:
@@ -102,6 +106,7 @@ def swarm(docker_available: None) -> Iterator[None]:
 class Stack(NamedTuple):
     service: str
     urls: list[str]
+    token_file: Path
 
 
 def replica_urls() -> list[str]:
@@ -109,18 +114,25 @@ def replica_urls() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def stack(swarm: None, built_image: BuiltImage) -> Iterator[Stack]:
-    """The README's host-mode `docker stack deploy` of deploy/compose.yaml: 2 replicas of 4 sessions."""
+def stack(swarm: None, built_image: BuiltImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The README's host-mode `docker stack deploy` of deploy/compose.yaml: 2 replicas of 4 sessions, a token."""
     deploy = swarm_block("docker stack deploy")
     command = deploy.code.replace(" rooms\n", f" {STACK}\n").replace("rooms_rooms", SERVICE)
-    env = {**os.environ, "ROOMS_IMAGE": built_image.name, "ROOMS_REPLICAS": str(REPLICAS)}
+    token_file = tmp_path_factory.mktemp("secret") / "rooms-token.txt"
+    token_file.write_text(TOKEN + "\n")
+    env = {
+        **os.environ,
+        "ROOMS_IMAGE": built_image.name,
+        "ROOMS_REPLICAS": str(REPLICAS),
+        "ROOMS_API_TOKEN_FILE": str(token_file),
+    }
     try:
         result = subprocess.run(
             ["bash", "-euc", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
         )
         assert result.returncode == 0, result.stdout + result.stderr
         wait_for(f"{REPLICAS} healthy replicas", lambda: len(replica_urls()) == REPLICAS)
-        yield Stack(SERVICE, replica_urls())
+        yield Stack(SERVICE, replica_urls(), token_file)
     finally:
         docker("stack", "rm", STACK, check=False)
         wait_for(
@@ -133,6 +145,11 @@ def stack(swarm: None, built_image: BuiltImage) -> Iterator[Stack]:
             lambda: docker("network", "inspect", f"{STACK}_rooms", check=False).returncode != 0,
             60,
         )
+        wait_for(
+            "the stack's secret",
+            lambda: docker("secret", "inspect", f"{STACK}_rooms_api_token", check=False).returncode != 0,
+            60,
+        )
 
 
 def test_stack_file_deploys_what_it_promises(stack: Stack) -> None:
@@ -140,6 +157,10 @@ def test_stack_file_deploys_what_it_promises(stack: Stack) -> None:
     task = spec["TaskTemplate"]
     assert spec["Mode"] == {"Replicated": {"Replicas": REPLICAS}}
     assert "MAX_CONCURRENT_ENVS=4" in task["ContainerSpec"]["Env"]
+    assert "ROOMS_API_TOKEN_FILE=/run/secrets/rooms_api_token" in task["ContainerSpec"]["Env"]
+    assert [(s["SecretName"], s["File"]["Name"]) for s in task["ContainerSpec"]["Secrets"]] == [
+        (f"{STACK}_rooms_api_token", "rooms_api_token")
+    ]
     assert task["ContainerSpec"]["Healthcheck"]["Test"] == ["CMD", "curl", "-fsS", "http://localhost:8000/health"]
     assert task["Resources"]["Limits"] == {"NanoCPUs": 1_000_000_000, "MemoryBytes": 512 * 2**20}
     assert task["RestartPolicy"]["Condition"] == "any"
@@ -152,13 +173,29 @@ def test_stack_file_deploys_what_it_promises(stack: Stack) -> None:
     assert len(set(stack.urls)) == REPLICAS
 
 
+def test_every_replica_wants_the_token(stack: Stack) -> None:
+    for url in stack.urls:
+        assert requests.get(f"{url}/health", timeout=10).status_code == 200
+        assert requests.get(f"{url}/capacity", timeout=10).status_code == 401
+        assert requests.get(f"{url}/capacity", headers=HEADERS, timeout=10).json()["active_sessions"] == 0
+        env = RoomsEnv(base_url=url).sync()
+        try:
+            with pytest.raises(AccessDenied, match="wants an access token"):
+                env.reset()
+        finally:
+            env.close()
+
+
 def test_both_replicas_serve_and_the_ninth_session_is_refused(stack: Stack) -> None:
-    sessions = [RoomsEnv(base_url=stack.urls[i % REPLICAS]).sync() for i in range(REPLICAS * SESSIONS_PER_REPLICA)]
+    sessions = [
+        RoomsEnv(base_url=stack.urls[i % REPLICAS], headers=HEADERS).sync()
+        for i in range(REPLICAS * SESSIONS_PER_REPLICA)
+    ]
     try:
         rewards = [env.reset() and env.step(RoomsAction(message="Hi")).reward for env in sessions]
         assert rewards == [0.2] * len(sessions)
         for url in stack.urls:
-            extra = RoomsEnv(base_url=url).sync()
+            extra = RoomsEnv(base_url=url, headers=HEADERS).sync()
             try:
                 with pytest.raises(RuntimeError, match=r"code: CAPACITY_REACHED"):
                     extra.reset()
@@ -169,13 +206,27 @@ def test_both_replicas_serve_and_the_ninth_session_is_refused(stack: Stack) -> N
             env.close()
 
 
-def test_readme_round_robin_pattern_spreads_sessions(stack: Stack) -> None:
+def test_readme_round_robin_pattern_spreads_sessions(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     block = swarm_block("class RoundRobinRooms", lang="python")
     code, replaced = re.subn(
         r"^BASE_URLS = .*$", f"BASE_URLS = {stack.urls!r}", block.code, count=1, flags=re.MULTILINE
     )
     assert replaced == 1
+    # The stack wants its token: a block that sends `headers=` reads it from ROOMS_API_TOKEN; one written
+    # before the stack had a token gets it in each client it makes.
+    monkeypatch.setenv("ROOMS_API_TOKEN", TOKEN)
+    if "headers=" not in code:
+        code, replaced = re.subn(r"RoomsEnv\(base_url=(\w+)\)", rf"RoomsEnv(base_url=\1, headers={HEADERS!r})", code)
+        assert replaced == 1
     assert_prints_what_it_promises(block, run_python(code))
+
+
+def with_token_file(args: list[str], token_file: Path) -> list[str]:
+    """`rooms-bench failover` arguments with `--token-file` naming the stack's token file."""
+    if "--token-file" in args:
+        at = args.index("--token-file") + 1
+        return [*args[:at], str(token_file), *args[at + 1 :]]
+    return [*args, "--token-file", str(token_file)]
 
 
 def run_failover_bench(tmp_path: Path, *args: str, timeout: float = 180) -> tuple[int, dict[str, Any], str]:
@@ -194,7 +245,8 @@ def run_failover_bench(tmp_path: Path, *args: str, timeout: float = 180) -> tupl
 
 def test_bench_over_both_replicas_runs_clean(stack: Stack, tmp_path: Path) -> None:
     urls = [arg for url in stack.urls for arg in ("--url", url)]
-    status, report, output = run_failover_bench(tmp_path, *urls, "--sessions", "8", "--duration", "3")
+    args = with_token_file([*urls, "--sessions", "8", "--duration", "3"], stack.token_file)
+    status, report, output = run_failover_bench(tmp_path, *args)
     print(output)
     assert status == 0, output
     assert report["errors"] == [] and report["refused_opens"] == 0, report
@@ -204,7 +256,8 @@ def test_bench_over_both_replicas_runs_clean(stack: Stack, tmp_path: Path) -> No
 
 def test_killing_a_replica_under_load_loses_only_its_sessions(stack: Stack, tmp_path: Path) -> None:
     command = shlex.split(swarm_block("--kill-at").code.replace("rooms_rooms", stack.service))
-    status, report, output = run_failover_bench(tmp_path, *command[command.index("failover") + 1 :], timeout=240)
+    args = with_token_file(command[command.index("failover") + 1 :], stack.token_file)
+    status, report, output = run_failover_bench(tmp_path, *args, timeout=240)
     print(output)
     assert report["killed_url"] in stack.urls, report
     # Four sessions round-robin over two replicas: two on the one killed.
