@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from openenv.core.containers.runtime import ContainerProvider, RuntimeProvider
+from playwright.sync_api import Browser
+from playwright.sync_api import Error as PlaywrightError
 from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.types import Message
 from websockets.exceptions import InvalidStatus
@@ -26,7 +32,8 @@ from rooms.server.rooms_environment import RoomsEnvironment
 from rooms.server.serving import create_app
 from rooms.server.settings import Settings, SettingsError
 from rooms.typed_client import AccessDenied
-from tests.conftest import LiveServer, ServerFactory, free_port
+from tests.conftest import LiveServer, ServerFactory, console_script, free_port, require
+from tests.test_web import CHROMIUM, CHROMIUM_ARGS
 
 TOKEN = "s3cret-Token_for.tests~1"
 WRONG = "not-the-token"
@@ -434,3 +441,102 @@ async def test_an_awaited_launch_sends_the_token(tmp_path: Path) -> None:
         assert (await env.step(RoomsAction(message="Hi"))).reward == pytest.approx(0.2)
     finally:
         await env.close()
+
+
+def test_the_failover_bench_sends_the_token_from_its_file(token_server: LiveServer, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    bench = [console_script("rooms-bench"), "failover", "--url", token_server.url, "--sessions", "2", "--duration", "1"]
+    with_token = subprocess.run([*bench, "--token-file", str(token_file)], capture_output=True, text=True, timeout=120)
+    assert with_token.returncode == 0, with_token.stdout + with_token.stderr
+    without = subprocess.run([*bench, "--json", str(tmp_path / "report.json")], capture_output=True, timeout=120)
+    assert without.returncode == 1
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert {error["kind"] for error in report["errors"]} == {"AccessDenied"} and report["steps"] == 0
+
+
+# --- in a browser ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    require(CHROMIUM.exists(), "needs Chromium at /usr/bin/chromium: as root, `apt-get install chromium`")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.mark.browser
+def test_web_works_for_the_token_holder_and_no_one_else(browser: Browser, server_factory: ServerFactory) -> None:
+    server = server_factory(env={"ENABLE_WEB_INTERFACE": "true", "ROOMS_API_TOKEN": TOKEN})
+    # The browser asks for credentials: none given, it shows no page; a wrong password gets the 401's reason.
+    page = browser.new_page()
+    with pytest.raises(PlaywrightError, match="ERR_INVALID_AUTH_CREDENTIALS"):
+        page.goto(f"{server.url}/web/", wait_until="domcontentloaded")
+    page = browser.new_context(http_credentials={"username": "me", "password": WRONG}).new_page()
+    response = page.goto(f"{server.url}/web/", wait_until="domcontentloaded")
+    assert response is not None and response.status == 401
+    assert "The access token sent is not this server's" in page.locator("body").inner_text()
+    assert page.get_by_role("button", name="Reset").count() == 0
+    # A browser sends Basic credentials once a 401 asks for them: any user name, the token as password.
+    page = browser.new_context(http_credentials={"username": "me", "password": TOKEN}).new_page()
+    response = page.goto(f"{server.url}/web/", wait_until="domcontentloaded")
+    assert response is not None and response.status == 200
+    page.get_by_role("button", name="Reset").click()
+    page.get_by_text("new episode").wait_for(timeout=30_000)
+    page.get_by_role("textbox").fill("Hello")
+    page.get_by_role("button", name="Run step").click()
+    page.get_by_text("reward 0.5").wait_for(timeout=30_000)
+
+
+OPEN_A_SESSION = """url => new Promise(resolve => {
+    const ws = new WebSocket(url);
+    ws.onopen = () => ws.send(JSON.stringify({type: "state"}));
+    ws.onmessage = event => { resolve(JSON.parse(event.data).type); ws.close(); };
+    ws.onerror = () => resolve("refused");
+})"""
+
+
+@contextmanager
+def a_site() -> Iterator[int]:
+    """Another web site on this machine (a browser lets a site's page reach a local server only from another
+    local one): a blank page on a port of its own, for two origins, `http://127.0.0.1:PORT` and
+    `http://localhost:PORT`. Yields the port."""
+
+    class BlankPage(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "text/html")
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    site = ThreadingHTTPServer(("127.0.0.1", 0), BlankPage)
+    thread = threading.Thread(target=site.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield site.server_address[1]
+    finally:
+        site.shutdown()
+        thread.join(10)
+
+
+@pytest.mark.browser
+def test_a_page_from_another_origin_cannot_open_a_session(browser: Browser, server_factory: ServerFactory) -> None:
+    with a_site() as port:
+        listed, other = f"http://localhost:{port}", f"http://127.0.0.1:{port}"
+        server = server_factory(env={"ROOMS_ALLOWED_ORIGINS": listed})
+        page = browser.new_page()
+        seen = {}
+        for name, page_url in [("other", f"{other}/"), ("listed", f"{listed}/"), ("own", f"{server.url}/health")]:
+            page.goto(page_url)
+            seen[name] = page.evaluate(OPEN_A_SESSION, server.ws_url)
+    assert seen == {"other": "refused", "listed": "state", "own": "state"}
+    assert server.log().count('"WebSocket /ws" 403') == 1  # the server refused it, not the browser
