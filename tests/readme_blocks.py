@@ -18,6 +18,10 @@ KINDS = {
     "python": "run as a script",
     "live-server": "run as a script against a live server (localhost:8000 replaced by its address)",
     "server-command": "started as written (on a free port), must answer /health and serve Rooms",
+    "token-server": "run from a temporary directory, its last line the server (on a free port): it must want the "
+    "token its file holds (tests/test_access.py)",
+    "token-live-server": "run as a script against a live server that wants a token (localhost:8000 replaced by its "
+    "address), with that token in ROOMS_API_TOKEN (tests/test_access.py)",
     "test-command": "the command .ci/run runs: this very suite",
     "shell": "run as written from the project root, must exit 0",
     "live-shell": "run from the project root against a live server (localhost:8000 replaced), must exit 0",

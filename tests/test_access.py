@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shlex
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from rooms.server.serving import create_app
 from rooms.server.settings import Settings, SettingsError
 from rooms.typed_client import AccessDenied
 from tests.conftest import LiveServer, ServerFactory, console_script, free_port, require
+from tests.readme_blocks import Block, assert_prints_what_it_promises, readme_blocks, run_python
 from tests.test_web import CHROMIUM, CHROMIUM_ARGS
 
 TOKEN = "s3cret-Token_for.tests~1"
@@ -540,3 +542,34 @@ def test_a_page_from_another_origin_cannot_open_a_session(browser: Browser, serv
             seen[name] = page.evaluate(OPEN_A_SESSION, server.ws_url)
     assert seen == {"other": "refused", "listed": "state", "own": "state"}
     assert server.log().count('"WebSocket /ws" 403') == 1  # the server refused it, not the browser
+
+
+# --- the README's access-control blocks -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("block", readme_blocks("token-server"), ids=lambda b: b.id)
+def test_readme_token_server_block(block: Block, tmp_path: Path, server_factory: ServerFactory) -> None:
+    *setup, command = [line for line in block.code.splitlines() if line and not line.startswith("#")]
+    result = subprocess.run(["bash", "-euc", "\n".join(setup)], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    words = shlex.split(command)
+    assignments = {}
+    while "=" in words[0]:
+        name, value = words.pop(0).split("=", 1)
+        assignments[name] = str(tmp_path / value)
+    port = free_port()
+    server = server_factory(command=[*words, "--port", str(port)], env={**assignments, "PORT": str(port)}, port=port)
+    [token_file] = assignments.values()
+    token = Path(token_file).read_text().strip()
+    assert requests.get(f"{server.url}/capacity", timeout=10).status_code == 401
+    assert requests.get(f"{server.url}/capacity", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert "Access is token-protected" in server.log() and token not in server.log()
+
+
+@pytest.mark.parametrize("block", readme_blocks("token-live-server"), ids=lambda b: b.id)
+def test_readme_token_live_server_block(
+    block: Block, token_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert "http://localhost:8000" in block.code
+    monkeypatch.setenv("ROOMS_API_TOKEN", TOKEN)
+    assert_prints_what_it_promises(block, run_python(block.code.replace("http://localhost:8000", token_server.url)))
