@@ -14,9 +14,9 @@ import pytest
 from tests.conftest import ROOT, require
 from tests.readme_blocks import layout_paths, readme_blocks
 
-# .worktrees holds a link to the root itself (for mypy): copied, it would never end.
+# __pycache__ holds a link to the root itself (for mypy): copied, it would never end.
 NOT_COPIED = shutil.ignore_patterns(
-    ".venv", ".git", ".worktrees", "*.egg-info", "build", "dist", "__pycache__", ".*_cache"
+    ".venv", ".git", "*.egg-info", "build", "dist", "__pycache__", ".*_cache"
 )
 
 
