@@ -15,9 +15,7 @@ from tests.conftest import ROOT, require
 from tests.readme_blocks import layout_paths, readme_blocks
 
 # __pycache__ holds a link to the root itself (for mypy): copied, it would never end.
-NOT_COPIED = shutil.ignore_patterns(
-    ".venv", ".git", "*.egg-info", "build", "dist", "__pycache__", ".*_cache"
-)
+NOT_COPIED = shutil.ignore_patterns(".venv", ".git", "*.egg-info", "build", "dist", "__pycache__", ".*_cache")
 
 
 @pytest.fixture(scope="module")

@@ -85,9 +85,12 @@ def swarm_block(text: str, lang: str = "bash") -> Block:
     return block
 
 
-@pytest.fixture(scope="module")
+# One swarm and one stack for the run (session scope): with pytest-xdist the Docker tests of several
+# modules share one worker, and a module fixture would leave and re-init the swarm between them.
+@pytest.fixture(scope="session")
 def swarm(docker_available: None) -> Iterator[None]:
     """A single-node swarm; left afterwards if these tests created it."""
+    wait_for("a settled swarm state", lambda: swarm_state() in ("active", "inactive"), 60)
     state = swarm_state()
     if state == "active":
         yield
@@ -99,6 +102,7 @@ def swarm(docker_available: None) -> Iterator[None]:
         yield
     finally:
         docker("swarm", "leave", "--force", check=False)
+        wait_for("the swarm's departure", lambda: swarm_state() == "inactive", 60)
         if not had_gateway_bridge:  # the bridge Docker adds for a swarm's containers
             docker("network", "rm", "docker_gwbridge", check=False)
 
@@ -113,7 +117,7 @@ def replica_urls() -> list[str]:
     return sorted(url for url in swarm_replicas(SERVICE).values() if healthy(url))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def stack(swarm: None, built_image: BuiltImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The README's host-mode `docker stack deploy` of deploy/compose.yaml: 2 replicas of 4 sessions, a token."""
     deploy = swarm_block("docker stack deploy")

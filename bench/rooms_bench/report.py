@@ -63,7 +63,7 @@ def ratio_table(ratios: list[Ratio]) -> Table:
 
 def startup_table(startup: Startup) -> Table:
     table = Table(
-        title=f"Start-up (median of {plural(startup.rounds, 'fresh process')} each; same machine, same run)",
+        title=f"Start-up (fresh processes, the median of {startup.rounds} each; same machine, same run)",
         caption=(
             f"server: process start → /health 200, then RSS of its one worker after {startup.settle_s:g} s idle; "
             "client: the import in a fresh interpreter, then RSS of that process"
@@ -77,10 +77,6 @@ def startup_table(startup: Startup) -> Table:
                           f"{item.rss_kb / 1024:.0f}", f"{item.rss_vs_template:.2f}×")  # fmt: skip
         table.add_section()
     return table
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}es" if noun.endswith("s") else f"{count} {noun}s"
 
 
 def run_table(runs: list[Run]) -> Table:

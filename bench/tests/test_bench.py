@@ -64,7 +64,7 @@ def test_startup_reports_servers_and_clients_beside_the_template(
                              "template client: from rooms_template import RoomsTemplateEnv"]  # fmt: skip
     for client in clients.values():
         assert client["import_s"] > 0 and client["rss_kb"] > 0 and client["rss_vs_template"] > 0
-    assert "Start-up (median of 1 fresh process each" in result.stdout and "× template" in result.stdout
+    assert "Start-up (fresh processes, the median of 1 each" in result.stdout and "× template" in result.stdout
 
 
 @pytest.mark.parametrize(("transport", "mode"), [("ws", "async"), ("http", "sync"), ("http", "async")])

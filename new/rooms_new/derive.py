@@ -111,7 +111,7 @@ class Rewrite:
     docstrings: dict[str, str] = field(default_factory=dict)  # "" (the module), "Class" or "Class.method"
     values: dict[tuple[str, str], str] = field(default_factory=dict)  # (function, keyword argument): source
     comments: dict[str, str] = field(default_factory=dict)  # "Class.ATTRIBUTE": the comment lines above it
-    dropped: tuple[str, ...] = ()  # top-level functions, and "__main__" for `if __name__ == "__main__":`
+    dropped: tuple[str, ...] = ()  # functions, "Class.method"s, and "__main__" for `if __name__ == "__main__":`
 
 
 REWRITES = {
@@ -160,7 +160,8 @@ All sessions share one executor thread, and reset and step run on the server's e
 and delete reset_async and step_async: steps then run in executor threads, off the loop.
 """,
         },
-        dropped=("_self_check", "__main__"),
+        # Rooms' MCP tool steps with a RoomsAction(message): a new environment declares its own tools.
+        dropped=("_self_check", "__main__", "RoomsEnvironment.echo"),
     ),
 }
 
@@ -229,7 +230,11 @@ class Source:
         self.edits.append((start, end, "".join(f"{indent}# {line}\n" for line in text.strip("\n").split("\n"))))
 
     def drop(self, name: str) -> None:
-        """Remove a top-level function, or with "__main__" the `if __name__ == "__main__":` block, if present."""
+        """Remove a top-level function, a "Class.method" (with its decorators), or with "__main__" the
+        `if __name__ == "__main__":` block, if present."""
+        if "." in name:
+            self.edits.append((*self.span(self.find(name), whole_lines=True), ""))  # type: ignore[arg-type]
+            return
         for node in self.tree.body:
             if (isinstance(node, ast.FunctionDef) and node.name == name) or (name == "__main__" and is_main(node)):
                 self.edits.append((*self.span(node, whole_lines=True), ""))
@@ -256,14 +261,21 @@ def docstring(text: str, indent: str) -> str:
 
 
 def without_unused_imports(text: str) -> str:
-    """`text` without its top-level `import name` statements whose name it no longer uses."""
+    """`text` without the top-level imported names it no longer uses (`import name`, `from x import a, b`)."""
     lines = text.splitlines(keepends=True)
     for node in reversed(ast.parse(text).body):
-        if isinstance(node, ast.Import) and len(node.names) == 1 and node.names[0].asname is None:
-            name = node.names[0].name
-            rest = "".join(lines[: node.lineno - 1] + lines[node.lineno :])
-            if not re.search(rf"\b{re.escape(name)}\b", rest):
-                del lines[node.lineno - 1]
+        if not isinstance(node, ast.Import | ast.ImportFrom) or node.end_lineno is None:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+            continue
+        rest = "".join(lines[: node.lineno - 1] + lines[node.end_lineno :])
+        kept = [alias for alias in node.names if re.search(rf"\b{re.escape(alias.asname or alias.name)}\b", rest)]
+        if len(kept) == len(node.names):
+            continue
+        statement = ""
+        if kept and isinstance(node, ast.ImportFrom):
+            statement = ast.unparse(ast.ImportFrom(module=node.module, names=kept, level=node.level)) + "\n"
+        lines[node.lineno - 1 : node.end_lineno] = [statement] if statement else []
     return "".join(lines)
 
 
