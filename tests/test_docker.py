@@ -20,7 +20,11 @@ pytestmark = pytest.mark.docker
 
 
 def containers_of(image: str) -> set[str]:
-    return set(docker("ps", "-a", "--filter", f"ancestor={image}", "--format", "{{.ID}}").stdout.split())
+    """The containers of `image`, but a swarm service's tasks (the swarm tests may run the same image alongside)."""
+    listed = docker(
+        "ps", "-a", "--filter", f"ancestor={image}", "--format", '{{.ID}} {{.Label "com.docker.swarm.service.id"}}'
+    )
+    return {row.split()[0] for row in listed.stdout.splitlines() if len(row.split()) == 1}
 
 
 def docker_block(text: str) -> Block:
