@@ -313,6 +313,7 @@ def serving(project: Path, log: Path) -> Iterator[str]:
 
 
 @pytest.mark.derive
+@pytest.mark.timeout(1200)  # locks, syncs and tests a new project twice: minutes on a busy machine
 def test_a_person_makes_wordcount_and_nothing_else_fails(tmp_path: Path, artifacts: Path) -> None:
     project = tmp_path / NAME
     logs = artifacts / "wordcount"
@@ -353,6 +354,7 @@ def test_readme_new_command_block(block: Block, tmp_path: Path) -> None:
 
 
 @pytest.mark.docker
+@pytest.mark.timeout(1200)  # builds an image
 def test_the_wordcount_image_builds_and_serves_a_step(base_image: str, tmp_path: Path, artifacts: Path) -> None:
     project = tmp_path / NAME
     derive(NAME, project)

@@ -73,7 +73,8 @@ def test_json_report_shape(server_factory: Callable[..., LiveServer], tmp_path: 
         assert row["requests"] == 2 * sessions and row["successes"] == 2 * sessions
         for key in ("connect_p50_s", "reset_p50_s", "step_p50_s", "request_p99_s"):
             assert 0 < row[key] < 60
-        assert row["request_with_wait_p99_s"] >= row["request_p99_s"] + 0.2
+        # At the report's precision (4 decimals): 0.0264 + 0.2 is 0.22640000000000002 in floating point.
+        assert round(row["request_with_wait_p99_s"] - row["request_p99_s"], 4) >= 0.2
         assert row["rss_per_session_kb"] is None, "memory is measured only for servers the sweep started"
         assert row["batch_per_core"] == sessions / document["method"]["cores"]
     assert document["ratios_to_floor"] == []
