@@ -80,6 +80,17 @@ def swarm_state() -> str:
     return str(docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout).strip()
 
 
+def settled_swarm_state(timeout: float = 120.0) -> str:
+    """The engine's swarm state once it reads the same twice a second apart (not `pending` or `locked`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        first = swarm_state()
+        time.sleep(1)
+        second = swarm_state()
+        if (first == second and second in ("active", "inactive")) or time.monotonic() > deadline:
+            return second
+
+
 def swarm_block(text: str, lang: str = "bash") -> Block:
     [block] = [b for b in readme_blocks("swarm") if b.lang == lang and text in b.code]
     return block
@@ -90,14 +101,19 @@ def swarm_block(text: str, lang: str = "bash") -> Block:
 @pytest.fixture(scope="session")
 def swarm(docker_available: None) -> Iterator[None]:
     """A single-node swarm; left afterwards if these tests created it."""
-    wait_for("a settled swarm state", lambda: swarm_state() in ("active", "inactive"), 60)
-    state = swarm_state()
+    state = settled_swarm_state()
     if state == "active":
         yield
         return
     require(state == "inactive", f"needs a Docker engine that can start a swarm (its swarm state: {state})")
     had_gateway_bridge = docker("network", "inspect", "docker_gwbridge", check=False).returncode == 0
-    docker("swarm", "init", "--advertise-addr", "127.0.0.1")
+    init = docker("swarm", "init", "--advertise-addr", "127.0.0.1", check=False)
+    if init.returncode != 0:
+        # The engine was still settling a swarm of its own: use it once it is active, and leave it as found.
+        assert "already part of a swarm" in init.stderr, init.stderr
+        wait_for("the engine's swarm", lambda: swarm_state() == "active", 120)
+        yield
+        return
     try:
         yield
     finally:
