@@ -34,7 +34,7 @@ from rooms.server.serving import create_app
 from rooms.server.settings import Settings, SettingsError
 from rooms.typed_client import AccessDenied
 from tests.conftest import LiveServer, ServerFactory, console_script, free_port, require
-from tests.readme_blocks import Block, assert_prints_what_it_promises, readme_blocks, run_python
+from tests.readme_blocks import Block, assert_prints_what_it_promises, block_id, readme_blocks, run_python
 from tests.test_web import CHROMIUM, CHROMIUM_ARGS
 
 TOKEN = "s3cret-Token_for.tests~1"
@@ -547,7 +547,7 @@ def test_a_page_from_another_origin_cannot_open_a_session(browser: Browser, serv
 # --- the README's access-control blocks -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("block", readme_blocks("token-server"), ids=lambda b: b.id)
+@pytest.mark.parametrize("block", readme_blocks("token-server"), ids=block_id)
 def test_readme_token_server_block(block: Block, tmp_path: Path, server_factory: ServerFactory) -> None:
     *setup, command = [line for line in block.code.splitlines() if line and not line.startswith("#")]
     result = subprocess.run(["bash", "-euc", "\n".join(setup)], cwd=tmp_path, capture_output=True, text=True)
@@ -566,7 +566,7 @@ def test_readme_token_server_block(block: Block, tmp_path: Path, server_factory:
     assert "Access is token-protected" in server.log() and token not in server.log()
 
 
-@pytest.mark.parametrize("block", readme_blocks("token-live-server"), ids=lambda b: b.id)
+@pytest.mark.parametrize("block", readme_blocks("token-live-server"), ids=block_id)
 def test_readme_token_live_server_block(
     block: Block, token_server: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -33,7 +33,7 @@ import requests
 from rooms_new import OWN_FILES, derive, generic_files
 from rooms_new.cli import main
 from tests.conftest import ROOT, console_script, docker, free_port, require, wait_until_healthy
-from tests.readme_blocks import Block, readme_blocks
+from tests.readme_blocks import Block, block_id, readme_blocks
 
 NAME = "wordcount"
 IMAGE = "wordcount-env:latest"
@@ -340,7 +340,7 @@ def test_a_person_makes_wordcount_and_nothing_else_fails(tmp_path: Path, artifac
 
 
 @pytest.mark.derive
-@pytest.mark.parametrize("block", readme_blocks("new-command"), ids=lambda block: block.id)
+@pytest.mark.parametrize("block", readme_blocks("new-command"), ids=block_id)
 def test_readme_new_command_block(block: Block, tmp_path: Path) -> None:
     """The README's `rooms-new` command, run as written from the checkout, into a temporary directory."""
     project = tmp_path / NAME

@@ -18,6 +18,7 @@ from tests.readme_blocks import (
     SMALL_SIZES,
     Block,
     assert_prints_what_it_promises,
+    block_id,
     documents,
     fence_count,
     layout_paths,
@@ -80,19 +81,19 @@ def test_readme_starts_with_the_space_card_then_the_two_commands() -> None:
     ]
 
 
-@pytest.mark.parametrize("block", readme_blocks("python"), ids=lambda b: b.id)
+@pytest.mark.parametrize("block", readme_blocks("python"), ids=block_id)
 def test_python_block(block: Block) -> None:
     assert_prints_what_it_promises(block, run_python(block.code))
 
 
-@pytest.mark.parametrize("block", readme_blocks("live-server"), ids=lambda b: b.id)
+@pytest.mark.parametrize("block", readme_blocks("live-server"), ids=block_id)
 def test_live_server_block(block: Block, live_server: LiveServer) -> None:
     assert "http://localhost:8000" in block.code
     stdout = run_python(block.code.replace("http://localhost:8000", live_server.url))
     assert_prints_what_it_promises(block, stdout)
 
 
-@pytest.mark.parametrize("block", readme_blocks("server-command"), ids=lambda b: b.id)
+@pytest.mark.parametrize("block", readme_blocks("server-command"), ids=block_id)
 def test_server_command_block(block: Block, tmp_path: Path) -> None:
     [command] = [line for line in block.code.splitlines() if line and not line.startswith("#")]
     port = free_port()
@@ -119,7 +120,7 @@ def test_test_command_block_is_what_ci_runs() -> None:
     assert os.environ.get("PYTEST_CURRENT_TEST")  # and this suite is that command running
 
 
-@pytest.mark.parametrize("block", readme_blocks("shell"), ids=lambda b: b.id)
+@pytest.mark.parametrize("block", readme_blocks("shell"), ids=block_id)
 def test_shell_block(block: Block) -> None:
     result = subprocess.run(["bash", "-euc", block.code], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -144,7 +145,7 @@ def test_small_sizes_replace_only_the_sizes() -> None:
     )
 
 
-@pytest.mark.parametrize("block", readme_blocks("sweep-command"), ids=lambda b: b.id)
+@pytest.mark.parametrize("block", readme_blocks("sweep-command"), ids=block_id)
 def test_sweep_command_block(block: Block) -> None:
     small = with_small_sizes(block.code)
     assert any(option in block.code for option in SMALL_SIZES), "a sweep command gives the sizes the suite makes small"
@@ -155,7 +156,7 @@ def test_sweep_command_block(block: Block) -> None:
     assert_output_has_the_shape_shown(following, result.stdout)
 
 
-@pytest.mark.parametrize("block", readme_blocks("live-shell"), ids=lambda b: b.id)
+@pytest.mark.parametrize("block", readme_blocks("live-shell"), ids=block_id)
 def test_live_shell_block(block: Block, live_server: LiveServer) -> None:
     assert "http://localhost:8000" in block.code
     command = block.code.replace("http://localhost:8000", live_server.url)
@@ -202,7 +203,7 @@ def test_every_output_block_follows_a_block_that_prints_it() -> None:
             assert before.source == block.source and before.kind in ("shell", "sweep-command"), block.id
 
 
-@pytest.mark.parametrize("block", readme_blocks("app-excerpt"), ids=lambda b: b.id)
+@pytest.mark.parametrize("block", readme_blocks("app-excerpt"), ids=block_id)
 def test_app_excerpt_block_is_what_the_app_does(block: Block) -> None:
     assert block.code in (ROOT / "server" / "app.py").read_text()
 

@@ -19,7 +19,7 @@ import pytest
 
 from rooms import RoomsEnv
 from tests.conftest import ROOT, LiveServer, ServerFactory, require
-from tests.readme_blocks import Block, readme_blocks
+from tests.readme_blocks import Block, block_id, readme_blocks
 
 EXAMPLE = ROOT / "examples" / "trl_grpo.py"
 MAX_CONCURRENT_ENVS = 8
@@ -163,7 +163,7 @@ def test_readme_gpu_command_runs_up_to_the_gpu(small_server: LiveServer) -> None
     assert "needs a CUDA GPU and none is available here" in result.stderr, result.stderr
 
 
-@pytest.mark.parametrize("block", readme_blocks("trl-excerpt"), ids=lambda b: b.id)
+@pytest.mark.parametrize("block", readme_blocks("trl-excerpt"), ids=block_id)
 def test_readme_excerpt_is_what_the_example_does(block: Block) -> None:
     example_lines = [line.strip() for line in EXAMPLE.read_text().splitlines()]
     excerpt = [line.strip() for line in block.code.strip().splitlines()]
