@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import subprocess
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
 from contextlib import contextmanager, suppress
@@ -58,6 +59,44 @@ DIRECT_CONNECTION: dict[str, Any] = {"legacy": True} if "legacy" in inspect.sign
 API_TOKEN_SETTING = f"{PREFIX}API_TOKEN"
 # What a server answers a WebSocket handshake that lacks the right token (403: one that cannot say 401).
 ACCESS_REFUSED_STATUSES = (401, 403)
+
+
+class LocalDocker(LocalDockerProvider):
+    """OpenEnv's `LocalDockerProvider`, with a stop that waits as long as a busy engine needs.
+
+    `LocalDockerProvider.stop_container` gives `docker stop` and `docker rm` 10 s each: on a
+    loaded host `docker rm` can take longer, and the client's `close()` raised `TimeoutExpired`
+    and left the container behind. This one stops (10 s of grace, as `docker stop`) and removes
+    the container it started with up to `ENGINE_TIMEOUT_S` for each command.
+    """
+
+    ENGINE_TIMEOUT_S = 120.0
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.container_id: str | None = None
+
+    def start_container(
+        self, image: str, port: int | None = None, env_vars: dict[str, str] | None = None, **kwargs: Any
+    ) -> str:
+        """Start `image` as `LocalDockerProvider` does, and note the container that publishes its port."""
+        base_url = super().start_container(image, port, env_vars, **kwargs)
+        published = self.docker("ps", "--quiet", "--no-trunc", "--filter", f"publish={urlsplit(base_url).port}")
+        self.container_id = published.split()[0] if published.split() else None
+        return base_url
+
+    def stop_container(self) -> None:
+        """Stop and remove the container this provider started."""
+        if self.container_id is None:
+            super().stop_container()
+            return
+        container, self.container_id = self.container_id, None
+        self.docker("stop", container)
+        self.docker("rm", "--force", container)
+
+    def docker(self, *arguments: str) -> str:
+        done = subprocess.run(["docker", *arguments], capture_output=True, text=True, timeout=self.ENGINE_TIMEOUT_S)
+        return done.stdout
 
 
 class AccessDenied(PermissionError):
@@ -170,7 +209,7 @@ class TypedEnvClient(EnvClient[ActT, ObsT, StateT]):
         headers: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> Launch[ActT, ObsT, StateT]:
-        """Run `image` in a container (`LocalDockerProvider` unless `provider` is given).
+        """Run `image` in a container (`LocalDocker` unless `provider` is given).
 
         `close()` on the client stops the container. With `api_token`, the container's
         server wants that token (it gets it as `<PREFIX>API_TOKEN`) and the client sends
@@ -181,7 +220,7 @@ class TypedEnvClient(EnvClient[ActT, ObsT, StateT]):
         headers = with_token(headers, api_token)
 
         def start() -> TypedEnvClient[ActT, ObsT, StateT]:
-            containers = provider or LocalDockerProvider()  # type: ignore[no-untyped-call]
+            containers = provider or LocalDocker()
             try:
                 base_url = containers.start_container(image, **kwargs)
                 containers.wait_for_ready(base_url)

@@ -13,6 +13,7 @@ import pytest
 import requests
 from websockets.sync.client import connect
 
+from rooms.typed_client import LocalDocker
 from tests.conftest import BASE_IMAGE, ROOT, BuiltImage, console_script, docker, free_port, wait_until_healthy
 from tests.readme_blocks import Block, assert_prints_what_it_promises, readme_blocks, run_python
 
@@ -95,6 +96,23 @@ def test_readme_from_docker_image_blocks_run_as_written(built_image: BuiltImage,
     if "roomsenv" in block.code:
         assert "  → Reward: 1.3" in stdout and "Reset: Rooms environment ready!" in stdout
     assert containers_of(built_image.name) == before, "close() must remove the container it started"
+
+
+def test_local_docker_stops_the_container_it_started_and_no_other(built_image: BuiltImage) -> None:
+    before = containers_of(built_image.name)
+    first, second = LocalDocker(), LocalDocker()
+    try:
+        first.start_container(built_image.name)
+        second.start_container(built_image.name)
+        assert first.container_id and second.container_id and first.container_id != second.container_id
+        started = {first.container_id[:12], second.container_id[:12]}
+        assert containers_of(built_image.name) == before | started
+        first.stop_container()
+        assert containers_of(built_image.name) == before | {second.container_id[:12]}
+    finally:
+        first.stop_container()
+        second.stop_container()
+    assert containers_of(built_image.name) == before
 
 
 def test_readme_docker_run_block_honours_settings(built_image: BuiltImage) -> None:

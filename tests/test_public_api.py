@@ -10,6 +10,7 @@ and handing websockets a connection class (`create_connection=`).
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import inspect
 import textwrap
@@ -32,7 +33,8 @@ def is_private(name: str) -> bool:
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 
 
-def foreign_private_names(cls: type) -> set[str]:
+@functools.cache
+def foreign_private_names(cls: type) -> frozenset[str]:
     """Private names that openenv/websockets classes in `cls`'s MRO define or use on `self`."""
     names: set[str] = set()
     for base in cls.__mro__:
@@ -41,7 +43,7 @@ def foreign_private_names(cls: type) -> set[str]:
         names |= {name for name in vars(base) if is_private(name)}
         tree = ast.parse(textwrap.dedent(inspect.getsource(base)))
         names |= {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute) and is_private(node.attr)}
-    return names
+    return frozenset(names)
 
 
 def violations(source: str, classes: dict[str, type]) -> list[str]:
