@@ -6,16 +6,17 @@ Printed results the documents show as trailing `# comments` are checked too.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import ROOT
 
 KINDS = {
-    "python": "run as a script",
     "live-server": "run as a script against a live server (localhost:8000 replaced by its address)",
     "server-command": "started as written (on a free port), must answer /health and serve Rooms",
     "token-server": "run from a temporary directory, its last line the server (on a free port): it must want the "
@@ -25,9 +26,9 @@ KINDS = {
     "test-command": "the command .ci/run runs: this very suite",
     "shell": "run as written from the project root, must exit 0",
     "live-shell": "run from the project root against a live server (localhost:8000 replaced), must exit 0",
-    "sweep-command": "a long benchmark, run with the smallest sizes (`SMALL_SIZES` replace its --sizes, --reps, "
-    "--sweep, --duration, --wait, --rounds); the rows, columns and lines of its output block must appear, "
-    "numbers aside",
+    "sweep-command": "a long benchmark, run by the bench test `SWEEP_COMMANDS` names with the smallest sizes "
+    "(`SMALL_SIZES` replace its --sizes, --reps, --sweep, --duration, --wait, --rounds): the rows, columns and "
+    "lines of its output block must appear, numbers aside, and the test checks its JSON report",
     "output": "what the block before it prints (or an excerpt): the same rows, columns and lines must appear",
     "app-excerpt": "must appear verbatim in server/app.py",
     "layout": "every path it lists must exist",
@@ -46,6 +47,12 @@ KINDS = {
 
 # What a `sweep-command` block's options become in the suite: enough to print every row and column.
 SMALL_SIZES = {"--sizes": "4", "--reps": "1", "--sweep": "1,2", "--duration": "0.2", "--wait": "0.1", "--rounds": "1"}
+# Each `sweep-command` block, by what its command says, and the bench test module that runs it.
+SWEEP_COMMANDS = {
+    "rooms-bench --compare-template --sweep": "bench/tests/test_bench.py",
+    "rooms-bench startup": "bench/tests/test_bench.py",
+    "rooms-bench capacity": "bench/tests/test_capacity.py",
+}
 
 _MARKED_BLOCK = re.compile(
     r"<!-- readme-test: (?P<kind>[\w-]+) -->\n```(?P<lang>\w*)\n(?P<code>.*?)^```\n", re.S | re.M
@@ -149,3 +156,55 @@ def layout_paths(block: Block) -> list[str]:
         if name.endswith("/"):
             parents.append(name)
     return paths
+
+
+def with_small_sizes(command: str) -> str:
+    """`command` with each option of `SMALL_SIZES` it gives set to its small value."""
+    for option, value in SMALL_SIZES.items():
+        command = re.sub(rf"{option} \S+", f"{option} {value}", command)
+    return command
+
+
+_NUMBER = re.compile(r"\d[\d,.]*")
+_TABLE_RULE = tuple("┏┡└━─")
+
+
+def output_shape(text: str) -> set[str]:
+    """What a command's output looks like, numbers aside: its tables' columns and row labels, its other lines."""
+    shape = set()
+    for raw in text.splitlines():
+        line = _NUMBER.sub("N", raw.strip())
+        if line.startswith("┃"):
+            shape.add("columns: " + " | ".join(cell.strip() for cell in line.strip("┃").split("┃")))
+        elif line.startswith("│"):
+            shape.add("row: " + line.split("│")[1].strip())
+        elif line and not line.startswith(_TABLE_RULE):
+            shape.add("line: " + line)
+    return shape
+
+
+def assert_output_has_the_shape_shown(shown: Block, stdout: str) -> None:
+    missing = output_shape(shown.code) - output_shape(stdout)
+    assert not missing, f"{shown.source} shows what the command no longer prints: {sorted(missing)}\n{stdout}"
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    stdout: str
+    report: dict[str, Any]  # what its --json wrote
+
+
+def run_sweep_command(says: str, directory: Path, *extra: str) -> SweepRun:
+    """Run the `sweep-command` block that `says` (a key of `SWEEP_COMMANDS`) with `SMALL_SIZES`, its JSON
+    report written in `directory`, `extra` options added. It must exit 0 and print what its output block shows.
+    """
+    [block] = [b for b in readme_blocks("sweep-command") if says in " ".join(b.code.split()[2:])]
+    report = directory / "report.json"
+    command = re.sub(r" --json \S+", "", with_small_sizes(block.code.strip()))
+    command = " ".join([command, "--json", str(report), *extra])
+    result = subprocess.run(["bash", "-euc", command], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    following = next_block(block)
+    assert following is not None and following.kind == "output", "a sweep command is followed by what it prints"
+    assert_output_has_the_shape_shown(following, result.stdout)
+    return SweepRun(result.stdout, json.loads(report.read_text()))

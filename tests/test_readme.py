@@ -16,16 +16,20 @@ from tests.conftest import ROOT, LiveServer, free_port, start_server
 from tests.readme_blocks import (
     KINDS,
     SMALL_SIZES,
+    SWEEP_COMMANDS,
     Block,
+    assert_output_has_the_shape_shown,
     assert_prints_what_it_promises,
     block_id,
     documents,
     fence_count,
     layout_paths,
     next_block,
+    output_shape,
     readme_blocks,
     readme_text,
     run_python,
+    with_small_sizes,
 )
 
 # The sections of the README Rooms lives up to, in its order (### under the ## before them).
@@ -81,11 +85,6 @@ def test_readme_starts_with_the_space_card_then_the_two_commands() -> None:
     ]
 
 
-@pytest.mark.parametrize("block", readme_blocks("python"), ids=block_id)
-def test_python_block(block: Block) -> None:
-    assert_prints_what_it_promises(block, run_python(block.code))
-
-
 @pytest.mark.parametrize("block", readme_blocks("live-server"), ids=block_id)
 def test_live_server_block(block: Block, live_server: LiveServer) -> None:
     assert "http://localhost:8000" in block.code
@@ -131,13 +130,6 @@ def test_shell_block(block: Block) -> None:
         assert_output_has_the_shape_shown(following, result.stdout)
 
 
-def with_small_sizes(command: str) -> str:
-    """`command` with each option of `SMALL_SIZES` it gives set to its small value."""
-    for option, value in SMALL_SIZES.items():
-        command = re.sub(rf"{option} \S+", f"{option} {value}", command)
-    return command
-
-
 def test_small_sizes_replace_only_the_sizes() -> None:
     command = "uv run rooms-bench capacity --wait 1 --sizes 256,1024 --reps 3 --max-sessions 8192 --floor"
     assert with_small_sizes(command) == (
@@ -146,14 +138,11 @@ def test_small_sizes_replace_only_the_sizes() -> None:
 
 
 @pytest.mark.parametrize("block", readme_blocks("sweep-command"), ids=block_id)
-def test_sweep_command_block(block: Block) -> None:
-    small = with_small_sizes(block.code)
+def test_sweep_command_block_is_run_by_a_bench_test(block: Block) -> None:
     assert any(option in block.code for option in SMALL_SIZES), "a sweep command gives the sizes the suite makes small"
-    result = subprocess.run(["bash", "-euc", small], cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout + result.stderr
-    following = next_block(block)
-    assert following is not None and following.kind == "output", "a sweep command is followed by what it prints"
-    assert_output_has_the_shape_shown(following, result.stdout)
+    command = " ".join(block.code.split()[2:])  # what follows `uv run`
+    [says] = [says for says in SWEEP_COMMANDS if says in command]
+    assert f'run_sweep_command("{says}"' in (ROOT / SWEEP_COMMANDS[says]).read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("block", readme_blocks("live-shell"), ids=block_id)
@@ -163,29 +152,6 @@ def test_live_shell_block(block: Block, live_server: LiveServer) -> None:
     result = subprocess.run(["bash", "-euc", command], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.rstrip().endswith("Verdict: PASS")
-
-
-_NUMBER = re.compile(r"\d[\d,.]*")
-_TABLE_RULE = tuple("┏┡└━─")
-
-
-def output_shape(text: str) -> set[str]:
-    """What a command's output looks like, numbers aside: its tables' columns and row labels, its other lines."""
-    shape = set()
-    for raw in text.splitlines():
-        line = _NUMBER.sub("N", raw.strip())
-        if line.startswith("┃"):
-            shape.add("columns: " + " | ".join(cell.strip() for cell in line.strip("┃").split("┃")))
-        elif line.startswith("│"):
-            shape.add("row: " + line.split("│")[1].strip())
-        elif line and not line.startswith(_TABLE_RULE):
-            shape.add("line: " + line)
-    return shape
-
-
-def assert_output_has_the_shape_shown(shown: Block, stdout: str) -> None:
-    missing = output_shape(shown.code) - output_shape(stdout)
-    assert not missing, f"{shown.source} shows what the command no longer prints: {sorted(missing)}\n{stdout}"
 
 
 def test_output_shape_sets_numbers_aside() -> None:

@@ -16,23 +16,25 @@ from rooms_bench.compare import measure_cold_starts
 from rooms_bench.harness import LiveServer, ServerFactory, free_port
 from rooms_bench.measure import Plan, measure_side_by_side
 from rooms_bench.sessions import SyncSession, SyncSessions
+from tests.readme_blocks import run_sweep_command
 
 Bench = Callable[..., subprocess.CompletedProcess[str]]  # the `bench` fixture: runs `rooms-bench ARGS...`
 Report = Callable[[Path], dict[str, Any]]  # the `load_report` fixture
 
 
-def test_starts_its_own_server_with_floor_and_template(bench: Bench, load_report: Report, tmp_path: Path) -> None:
-    result = bench("--steps", "60", "--warmup", "5", "--compare-template", "--sweep", "1,4", "--rounds", "2",
-                   "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png"), timeout=600)  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    report = load_report(tmp_path / "r.json")
+def test_the_documented_comparison_starts_its_own_server_floor_and_template(
+    load_report: Report, tmp_path: Path
+) -> None:
+    png = tmp_path / "r.png"
+    run = run_sweep_command("rooms-bench --compare-template --sweep", tmp_path, "--plot", str(png))
+    report = load_report(tmp_path / "report.json")
     names = [run["name"] for run in report["runs"]]
     assert names[:3] == ["rooms ws sync", "floor (bare websockets echo)", "template ws sync"]
-    assert {"rooms ws async ×16 (vs template)", "template http sync (vs template)", "sweep 4 sessions"} <= set(names)
-    for run in report["runs"]:
-        assert run["errors"] == 0 and run["steps"] == 60 * run["sessions"] and run["latency_us"]["p50"] > 0
-    sweep4 = next(r for r in report["runs"] if r["name"] == "sweep 4 sessions")
-    assert sweep4["server_rss_per_session_kb"] is not None
+    assert {"rooms ws async ×16 (vs template)", "template http sync (vs template)", "sweep 2 sessions"} <= set(names)
+    for measured in report["runs"]:
+        assert measured["errors"] == 0 and measured["steps"] > 0 and measured["latency_us"]["p50"] > 0
+    sweep2 = next(r for r in report["runs"] if r["name"] == "sweep 2 sessions")
+    assert sweep2["server_rss_per_session_kb"] is not None
     figures = {r["figure"] + " / " + r["compared_with"] for r in report["ratios"]}
     assert {
         "rooms sync steps/s / template sync steps/s",
@@ -40,18 +42,17 @@ def test_starts_its_own_server_with_floor_and_template(bench: Bench, load_report
         "rooms async ×16 steps/s / template async ×16 steps/s",
         "rooms cold start / template cold start",
     } <= figures
-    assert set(report["cold_start_s"]) == {"rooms", "template"} and report["cold_start_starts"] == 2
-    assert "Ratios (same machine, same run)" in result.stdout and "steps/s" in result.stdout
-    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(report["cold_start_s"]) == {"rooms", "template"} and report["cold_start_starts"] == 1
+    assert "Ratios (same machine, same run)" in run.stdout and "steps/s" in run.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_startup_reports_servers_and_clients_beside_the_template(
-    bench: Bench, load_report: Report, tmp_path: Path
+def test_the_documented_startup_reports_servers_and_clients_beside_the_template(
+    load_report: Report, tmp_path: Path
 ) -> None:
-    result = bench("startup", "--rounds", "1", "--settle", "0", "--json", str(tmp_path / "r.json"), timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    startup = load_report(tmp_path / "r.json")["startup"]
-    assert (startup["rounds"], startup["settle_s"]) == (1, 0.0)
+    run = run_sweep_command("rooms-bench startup", tmp_path)
+    startup = load_report(tmp_path / "report.json")["startup"]
+    assert startup["rounds"] == 1
     servers = {server["name"]: server for server in startup["servers"]}
     assert list(servers) == ["rooms server, web interface off", "rooms server, web interface on",
                              "template server (openenv init)"]  # fmt: skip
@@ -64,7 +65,7 @@ def test_startup_reports_servers_and_clients_beside_the_template(
                              "template client: from rooms_template import RoomsTemplateEnv"]  # fmt: skip
     for client in clients.values():
         assert client["import_s"] > 0 and client["rss_kb"] > 0 and client["rss_vs_template"] > 0
-    assert "Start-up (fresh processes, the median of 1 each" in result.stdout and "× template" in result.stdout
+    assert "Start-up (fresh processes, the median of 1 each" in run.stdout and "× template" in run.stdout
 
 
 @pytest.mark.parametrize(("transport", "mode"), [("ws", "async"), ("http", "sync"), ("http", "async")])
@@ -128,10 +129,11 @@ def test_plot_without_matplotlib_says_how_to_get_it(live_server: LiveServer, tmp
 
 
 @pytest.mark.parametrize("args", [["--sessions", "0"], ["--sweep", "1,x"], ["--transport", "udp"]])
-def test_bad_arguments_are_refused_clearly(bench: Bench, args: list[str]) -> None:
-    result = bench(*args)
-    assert result.returncode == 2
-    assert "usage: rooms-bench" in result.stderr
+def test_bad_arguments_are_refused_clearly(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(args)
+    assert exited.value.code == 2
+    assert "usage: rooms-bench" in capsys.readouterr().err
 
 
 def test_help_describes_the_options(bench: Bench) -> None:

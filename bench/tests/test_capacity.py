@@ -6,7 +6,6 @@ import asyncio
 import json
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,16 +15,17 @@ import pytest
 import requests
 
 from rooms_bench import capacity
-from rooms_bench.harness import LiveServer, free_port
+from rooms_bench.harness import LiveServer, console_script, free_port
+from tests.readme_blocks import run_sweep_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def sweep(*args: str, tmp_path: Path) -> dict[str, Any]:
-    """`python -m rooms_bench.capacity ARGS --json ...`: its JSON report (the command must exit 0)."""
+    """`rooms-bench capacity ARGS --json ...`: its JSON report (the command must exit 0)."""
     report = tmp_path / "capacity.json"
     result = subprocess.run(
-        [sys.executable, "-m", "rooms_bench.capacity", *args, "--json", str(report)],
+        [console_script("rooms-bench"), "capacity", *args, "--json", str(report)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -101,17 +101,16 @@ def test_replicas_share_sessions_round_robin(server_factory: Callable[..., LiveS
         assert requests.get(f"{replica.url}/capacity", timeout=10).json()["max_sessions"] == 4
 
 
-def test_started_rooms_and_floor_side_by_side(tmp_path: Path) -> None:
-    document = sweep(
-        "--floor", "--max-sessions", "16", "--sizes", "8", "--reps", "1", "--wait", "0.2", tmp_path=tmp_path
-    )
-    assert set(document["targets"]) == {"rooms", "floor"}
-    for target in ("rooms", "floor"):
-        row = by_size(document, target)[8]
+def test_the_documented_sweep_starts_rooms_floor_and_template_side_by_side(tmp_path: Path) -> None:
+    document = run_sweep_command("rooms-bench capacity", tmp_path).report
+    assert set(document["targets"]) == {"rooms", "floor", "template"}
+    for target in ("rooms", "floor", "template"):
+        row = by_size(document, target)[4]
         assert row["success_rate"] == 1.0
         assert row["rss_per_session_kb"] is not None and row["server_cpu_s"] is not None
-    [ratio] = document["ratios_to_floor"]
-    assert ratio["target"] == "rooms" and ratio["sessions"] == 8 and ratio["p99_over_floor"] > 0
+    ratios = {ratio["target"]: ratio for ratio in document["ratios_to_floor"]}
+    assert set(ratios) == {"rooms", "template"}
+    assert ratios["rooms"]["sessions"] == 4 and ratios["rooms"]["p99_over_floor"] > 0
 
 
 # --- failure kinds, one request at a time ---------------------------------------------------------
@@ -229,7 +228,7 @@ def test_percentiles_and_max_batch() -> None:
 
 def test_bad_sizes_are_refused_with_the_option_name() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "rooms_bench.capacity", "--sizes", "4,lots"],
+        [console_script("rooms-bench"), "capacity", "--sizes", "4,lots"],
         cwd=ROOT,
         capture_output=True,
         text=True,
