@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -265,24 +266,30 @@ def test_a_timeout_raises_timeout_error_and_the_next_call_works(slow_peer: str, 
     assert state.episode_id == "slow"
 
 
-@pytest.mark.parametrize("form", FORMS)
-def test_server_restart_mid_episode(server_factory: ServerFactory, form: str) -> None:
-    """While the server is down: a clear ConnectionError. Once it is back: a new session."""
+def test_server_restart_mid_episode(server_factory: ServerFactory) -> None:
+    """While the server is down: a clear ConnectionError. Once it is back: a new session.
+
+    Every form at once, each mid-episode on its own session, around one kill and one restart."""
     server = server_factory()
+    killed = threading.Barrier(len(FORMS), action=lambda: server.stop(signal.SIGKILL))
+    restarted = threading.Barrier(len(FORMS), action=lambda: server_factory(port=server.port))
 
     def script(do: Do) -> list[Any]:
         before = do("step", RoomsAction(message="before"))
-        server.stop(signal.SIGKILL)
+        killed.wait(timeout=120)
         down = do("step", RoomsAction(message="while down"))
-        server_factory(port=server.port)
+        restarted.wait(timeout=120)
         after = [do("reset", episode_id="after"), do("step", RoomsAction(message="after")), do("state")]
         return [before, down, *after]
 
-    before, down, _, after, state = FORMS[form](server.url, script)
-    assert before.reward == 0.6
-    assert issubclass(down[0], ConnectionError), down
-    assert f"Failed to connect to ws://127.0.0.1:{server.port}/ws" in down[1]
-    assert (after.reward, state) == (0.5, State(episode_id="after", step_count=1))
+    with ThreadPoolExecutor(len(FORMS)) as forms:
+        running = {form: forms.submit(drive, server.url, script) for form, drive in FORMS.items()}
+    for form, outcome in running.items():
+        before, down, _, after, state = outcome.result()
+        assert before.reward == 0.6, form
+        assert issubclass(down[0], ConnectionError), (form, down)
+        assert f"Failed to connect to ws://127.0.0.1:{server.port}/ws" in down[1], form
+        assert (after.reward, state) == (0.5, State(episode_id="after", step_count=1)), form
 
 
 def uvicorn_command(port: int, *options: str) -> list[str]:
