@@ -25,7 +25,8 @@ KINDS = {
     "address), with that token in ROOMS_API_TOKEN (tests/test_access.py)",
     "test-command": "the command .ci/run runs: this very suite",
     "shell": "run as written from the project root, must exit 0",
-    "live-shell": "run from the project root against a live server (localhost:8000 replaced), must exit 0",
+    "validate": "`openenv validate`, run as written from the project root by tests/test_openenv_tooling.py "
+    "(localhost:8000 replaced by a live server's address): it must print `Verdict: PASS`",
     "sweep-command": "a long benchmark, run by the bench test `SWEEP_COMMANDS` names with the smallest sizes "
     "(`SMALL_SIZES` replace its --sizes, --reps, --sweep, --duration, --wait, --rounds): the rows, columns and "
     "lines of its output block must appear, numbers aside, and the test checks its JSON report",

@@ -123,8 +123,6 @@ def test_test_command_block_is_what_ci_runs() -> None:
 def test_shell_block(block: Block) -> None:
     result = subprocess.run(["bash", "-euc", block.code], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
-    if "openenv validate" in block.code:
-        assert result.stdout.rstrip().endswith("Verdict: PASS")
     following = next_block(block)
     if following and following.kind == "output":
         assert_output_has_the_shape_shown(following, result.stdout)
@@ -143,15 +141,6 @@ def test_sweep_command_block_is_run_by_a_bench_test(block: Block) -> None:
     command = " ".join(block.code.split()[2:])  # what follows `uv run`
     [says] = [says for says in SWEEP_COMMANDS if says in command]
     assert f'run_sweep_command("{says}"' in (ROOT / SWEEP_COMMANDS[says]).read_text(encoding="utf-8")
-
-
-@pytest.mark.parametrize("block", readme_blocks("live-shell"), ids=block_id)
-def test_live_shell_block(block: Block, live_server: LiveServer) -> None:
-    assert "http://localhost:8000" in block.code
-    command = block.code.replace("http://localhost:8000", live_server.url)
-    result = subprocess.run(["bash", "-euc", command], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.rstrip().endswith("Verdict: PASS")
 
 
 def test_output_shape_sets_numbers_aside() -> None:
