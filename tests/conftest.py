@@ -55,13 +55,32 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return max(4, 2 * (os.cpu_count() or 1))
 
 
+# Markers of the tests that take tens of seconds or more.
+LONG_RUNNING = ("derive", "trl", "slow")
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (`--dist loadgroup`), one worker runs every test that uses the Docker engine:
-    it alone builds the image and deploys the swarm, once."""
+    it alone builds the image and deploys the swarm, once.
+
+    pytest-xdist hands tests out in collection order, so the long ones go first (that worker's Docker
+    chain, then every module with a long test, whole, so its module fixtures are made once): no worker
+    starts one while the others run out of work.
+    """
     for item in items:
         if item.get_closest_marker("docker") or item.get_closest_marker("swarm"):
             item.add_marker(pytest.mark.xdist_group("docker-engine"))
+    modules_with_long_tests = {
+        item.path for item in items if any(item.get_closest_marker(marker) for marker in LONG_RUNNING)
+    }
+
+    def schedule(item: pytest.Item) -> int:
+        if item.get_closest_marker("xdist_group"):
+            return 0
+        return 1 if item.path in modules_with_long_tests else 2
+
+    items.sort(key=schedule)
 
 
 class SharedServers:

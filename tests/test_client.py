@@ -271,8 +271,15 @@ def test_server_restart_mid_episode(server_factory: ServerFactory) -> None:
 
     Every form at once, each mid-episode on its own session, around one kill and one restart."""
     server = server_factory()
-    killed = threading.Barrier(len(FORMS), action=lambda: server.stop(signal.SIGKILL))
-    restarted = threading.Barrier(len(FORMS), action=lambda: server_factory(port=server.port))
+
+    def kill() -> None:
+        server.stop(signal.SIGKILL)
+
+    def restart() -> None:
+        server_factory(port=server.port)
+
+    killed = threading.Barrier(len(FORMS), action=kill)
+    restarted = threading.Barrier(len(FORMS), action=restart)
 
     def script(do: Do) -> list[Any]:
         before = do("step", RoomsAction(message="before"))

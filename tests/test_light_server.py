@@ -72,6 +72,7 @@ def test_server_command_with_web_interface_imports_gradio_and_serves_the_page(se
     assert imports[SERVED_APP] == 1 and "gradio" in gradio_modules(imports)
 
 
+@pytest.mark.slow
 def test_a_program_importing_rooms_can_still_import_gradio_and_the_web_interface() -> None:
     program = (
         "import rooms\n"

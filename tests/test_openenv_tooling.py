@@ -50,11 +50,13 @@ def run_block(command: str, artifacts: Path) -> subprocess.CompletedProcess[str]
     return result
 
 
+@pytest.mark.slow
 def test_the_documented_static_validation_passes(artifacts: Path) -> None:
     result = run_block(validate_block("--level static"), artifacts)
     assert "PASS  static.manifest" in result.stdout
 
 
+@pytest.mark.slow
 def test_the_documented_validation_against_a_running_server_passes(artifacts: Path, live_server: LiveServer) -> None:
     command = validate_block("--url http://localhost:8000").replace("http://localhost:8000", live_server.url)
     result = run_block(command, artifacts)

@@ -339,7 +339,7 @@ def started_targets(args: argparse.Namespace, log_dir: Path) -> Iterator[list[Ta
             frames = floor_frames()
             add("floor", start_floor(log_dir, frames["step"], frames["reset"]))
         if args.compare_template:
-            add("template", start_template(log_dir, generate_template(log_dir / "template"), max(args.sizes)))
+            add("template", start_template(log_dir, generate_template(), max(args.sizes)))
         yield targets
 
 

@@ -170,7 +170,7 @@ def measure_all(args: argparse.Namespace, results: Results, cleanup: ExitStack) 
     generated: Template | None = None
     template: Contender | None = None
     if args.compare_template:
-        generated = generate_template(work_dir)
+        generated = generate_template()
         template = Contender(generated.classes, started(start_template(work_dir, generated, most_sessions)).url)
     if compared:
         floor = started(start_floor(work_dir, observation_frame(url, plan.message)))

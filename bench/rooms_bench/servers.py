@@ -7,7 +7,10 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+from contextlib import suppress
 from dataclasses import dataclass
+from importlib import metadata
 from importlib.machinery import PathFinder
 from pathlib import Path
 from types import ModuleType
@@ -56,13 +59,29 @@ class Template:
     classes: EnvClasses
 
 
-def generate_template(directory: Path) -> Template:
-    """`openenv init rooms_template` into `directory`, then its client and action imported from there."""
-    subprocess.run(
-        [sys.executable, "-m", "openenv.cli", "init", TEMPLATE_PACKAGE, "--output-dir", str(directory)],
-        check=True,
-        capture_output=True,
-    )
+def template_cache() -> Path:
+    """Where the `openenv init` template is kept, one per OpenEnv release (`$XDG_CACHE_HOME`, else ~/.cache)."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "rooms-bench" / f"openenv-{metadata.version('openenv')}"
+
+
+def generate_template() -> Template:
+    """`openenv init rooms_template`, once per OpenEnv release, then its client and action imported from there.
+
+    `openenv init` also locks the new project with uv, seconds of every comparison: the result is kept
+    in `template_cache()`. A run that finds none makes it aside, then moves it there in one rename.
+    """
+    directory = template_cache()
+    if not (directory / TEMPLATE_PACKAGE).is_dir():
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=directory.parent, ignore_cleanup_errors=True) as fresh:
+            subprocess.run(
+                [sys.executable, "-m", "openenv.cli", "init", TEMPLATE_PACKAGE, "--output-dir", fresh],
+                check=True,
+                capture_output=True,
+            )
+            with suppress(OSError):  # a run alongside put its own there first
+                Path(fresh).rename(directory)
     package = import_package_from(directory, TEMPLATE_PACKAGE)
     return Template(directory, EnvClasses(client=package.RoomsTemplateEnv, action=package.RoomsTemplateAction))
 

@@ -84,7 +84,7 @@ def positive_int(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="rooms-bench-") as directory:
         work_dir = Path(directory)
-        template = generate_template(work_dir)
+        template = generate_template()
         try:
             startup = measure_startup(work_dir, template, args.rounds, args.settle)
         except RuntimeError as exc:

@@ -22,6 +22,7 @@ Bench = Callable[..., subprocess.CompletedProcess[str]]  # the `bench` fixture: 
 Report = Callable[[Path], dict[str, Any]]  # the `load_report` fixture
 
 
+@pytest.mark.slow
 def test_the_documented_comparison_starts_its_own_server_floor_and_template(
     load_report: Report, tmp_path: Path
 ) -> None:
@@ -47,6 +48,7 @@ def test_the_documented_comparison_starts_its_own_server_floor_and_template(
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_the_documented_startup_reports_servers_and_clients_beside_the_template(
     load_report: Report, tmp_path: Path
 ) -> None:

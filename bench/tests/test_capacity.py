@@ -101,6 +101,7 @@ def test_replicas_share_sessions_round_robin(server_factory: Callable[..., LiveS
         assert requests.get(f"{replica.url}/capacity", timeout=10).json()["max_sessions"] == 4
 
 
+@pytest.mark.slow
 def test_the_documented_sweep_starts_rooms_floor_and_template_side_by_side(tmp_path: Path) -> None:
     document = run_sweep_command("rooms-bench capacity", tmp_path).report
     assert set(document["targets"]) == {"rooms", "floor", "template"}
