@@ -18,10 +18,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 from rooms_bench.harness import LiveServer, ServerFactory, console_script, free_port, start_server, wait_until_healthy
 
@@ -234,3 +237,29 @@ def built_image(base_image: str) -> BuiltImage:
     seconds = time.monotonic() - started
     size = int(docker("image", "inspect", IMAGE, "--format", "{{.Size}}").stdout)
     return BuiltImage(IMAGE, seconds, size)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [  # headless on a machine with no outside network: no background calls home
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright (never a downloaded browser)."""
+    require(CHROMIUM.exists(), "needs Chromium at /usr/bin/chromium: as root, `apt-get install chromium`")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()

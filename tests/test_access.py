@@ -33,9 +33,8 @@ from rooms.server.rooms_environment import RoomsEnvironment
 from rooms.server.serving import create_app
 from rooms.server.settings import Settings, SettingsError
 from rooms.typed_client import AccessDenied
-from tests.conftest import LiveServer, ServerFactory, console_script, free_port, require
+from tests.conftest import LiveServer, ServerFactory, console_script, free_port
 from tests.readme_blocks import Block, assert_prints_what_it_promises, block_id, readme_blocks, run_python
-from tests.test_web import CHROMIUM, CHROMIUM_ARGS
 
 TOKEN = "s3cret-Token_for.tests~1"
 WRONG = "not-the-token"
@@ -458,19 +457,6 @@ def test_the_failover_bench_sends_the_token_from_its_file(token_server: LiveServ
 
 
 # --- in a browser ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Browser]:
-    require(CHROMIUM.exists(), "needs Chromium at /usr/bin/chromium: as root, `apt-get install chromium`")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.mark.browser

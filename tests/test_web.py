@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Dialog, Page
+from playwright.sync_api import Browser, Dialog, Page
 
-from tests.conftest import LiveServer, ServerFactory, SharedServers, console_script, free_port, require
+from tests.conftest import LiveServer, ServerFactory, SharedServers, console_script, free_port
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [  # headless on a machine with no outside network: no background calls home
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 HOSTILE_MESSAGE = "<img src=x onerror=alert(1)>"
 
 
@@ -31,16 +20,8 @@ def web_server(shared_server: SharedServers) -> LiveServer:
 
 
 @pytest.fixture
-def page(tmp_path: Path) -> Iterator[Page]:
-    require(CHROMIUM.exists(), "needs Chromium at /usr/bin/chromium: as root, `apt-get install chromium`")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser.new_page(viewport={"width": 1280, "height": 1000})
-        finally:
-            browser.close()
+def page(browser: Browser) -> Page:
+    return browser.new_page(viewport={"width": 1280, "height": 1000})
 
 
 def test_playground_resets_steps_and_shows_the_echo_as_text(
