@@ -186,6 +186,26 @@ def docker(*args: str, check: bool = True, timeout: float = 900) -> subprocess.C
     return result
 
 
+@dataclass(frozen=True)
+class Container:
+    name: str
+    url: str
+
+
+@contextmanager
+def running_container(image: str) -> Iterator[Container]:
+    """A detached container of `image` on a free port, once its `/health` answers; removed afterwards."""
+    port = free_port()
+    name = f"{image.split(':')[0].rsplit('/', 1)[-1]}-{port}"
+    docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8000", image)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_healthy(url, timeout=120)
+        yield Container(name, url)
+    finally:
+        docker("rm", "-f", name, check=False)
+
+
 BASE_IMAGE = "ghcr.io/huggingface/openenv-base:latest"
 IMAGE = "rooms-env:latest"
 

@@ -14,7 +14,17 @@ import requests
 from websockets.sync.client import connect
 
 from rooms.typed_client import LocalDocker
-from tests.conftest import BASE_IMAGE, ROOT, BuiltImage, console_script, docker, free_port, wait_until_healthy
+from tests.conftest import (
+    BASE_IMAGE,
+    ROOT,
+    BuiltImage,
+    Container,
+    console_script,
+    docker,
+    free_port,
+    running_container,
+    wait_until_healthy,
+)
 from tests.readme_blocks import Block, assert_prints_what_it_promises, readme_blocks, run_python
 
 pytestmark = pytest.mark.docker
@@ -34,16 +44,10 @@ def docker_block(text: str) -> Block:
 
 
 @pytest.fixture
-def container(built_image: BuiltImage) -> Iterator[tuple[str, str]]:
+def container(built_image: BuiltImage) -> Iterator[Container]:
     """A detached container of the image on a free port."""
-    port = free_port()
-    name = f"rooms-test-{port}"
-    docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8000", built_image.name)
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}", timeout=120)
-        yield name, f"http://127.0.0.1:{port}"
-    finally:
-        docker("rm", "-f", name, check=False)
+    with running_container(built_image.name) as container:
+        yield container
 
 
 def test_image_is_built_by_the_readme_command(built_image: BuiltImage, artifacts: Path) -> None:
@@ -73,8 +77,8 @@ def test_virtual_environment_is_shipped_once(built_image: BuiltImage) -> None:
     assert len(big_layers_added) == 1, layers
 
 
-def test_container_answers_and_reports_healthy(container: tuple[str, str]) -> None:
-    name, url = container
+def test_container_answers_and_reports_healthy(container: Container) -> None:
+    name, url = container.name, container.url
     assert requests.get(f"{url}/health").json() == {"status": "healthy"}
     assert requests.post(f"{url}/step", json={"action": {"message": "Hi"}}).json()["reward"] == 0.2
     deadline = time.monotonic() + 90
@@ -156,8 +160,8 @@ def test_readme_hub_block_up_to_the_network(built_image: BuiltImage) -> None:
         docker("rmi", hub_image, check=False)
 
 
-def test_openenv_validate_against_the_running_container_passes(container: tuple[str, str], artifacts: Path) -> None:
-    _, url = container
+def test_openenv_validate_against_the_running_container_passes(container: Container, artifacts: Path) -> None:
+    url = container.url
     result = subprocess.run(
         [console_script("openenv"), "validate", "--url", url], capture_output=True, text=True, timeout=120
     )

@@ -22,8 +22,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +31,15 @@ import requests
 
 from rooms_new import OWN_FILES, derive, generic_files
 from rooms_new.cli import main
-from tests.conftest import ROOT, console_script, docker, free_port, require, wait_until_healthy
+from tests.conftest import (
+    ROOT,
+    console_script,
+    docker,
+    free_port,
+    require,
+    running_container,
+    start_server,
+)
 from tests.readme_blocks import Block, block_id, readme_blocks
 
 NAME = "wordcount"
@@ -287,31 +294,6 @@ def test_the_edited_project_passes_its_own_tests(wordcount: Derived, tmp_path: P
 # --- the whole way, as a person goes: uv sync, tests, server, client, validate, image -------------
 
 
-@contextmanager
-def serving(project: Path, log: Path) -> Iterator[str]:
-    """The new project's `server` command, from its own virtual environment, on a free port."""
-    port = free_port()
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [str(project / ".venv" / "bin" / "server"), "--host", "127.0.0.1", "--port", str(port)],
-            cwd=project,
-            env=outside_this_project(),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, process, timeout=120)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @pytest.mark.derive
 @pytest.mark.timeout(1200)  # locks, syncs and tests a new project twice: minutes on a busy machine
 def test_a_person_makes_wordcount_and_nothing_else_fails(tmp_path: Path, artifacts: Path) -> None:
@@ -330,13 +312,18 @@ def test_a_person_makes_wordcount_and_nothing_else_fails(tmp_path: Path, artifac
     openenv = str(project / ".venv" / "bin" / "openenv")
     static = run([openenv, "validate", "--level", "static"], project, logs / "validate-static.log")
     assert "PASS  static.manifest" in static and "FAIL" not in static
-    with serving(project, logs / "server.log") as url:
+    port = free_port()
+    server_command = [str(project / ".venv" / "bin" / "server"), "--host", "127.0.0.1", "--port", str(port)]
+    server = start_server(logs, server_command, port=port, cwd=project, timeout=120)
+    try:
         stepped = run(
-            [str(project / ".venv" / "bin" / "python"), "-c", CLIENT_SCRIPT, url], project, logs / "client.log"
+            [str(project / ".venv" / "bin" / "python"), "-c", CLIENT_SCRIPT, server.url], project, logs / "client.log"
         )
         assert "stepped: sync and async" in stepped
-        live = run([openenv, "validate", "--url", url], project, logs / "validate-url.log")
+        live = run([openenv, "validate", "--url", server.url], project, logs / "validate-url.log")
         assert live.rstrip().endswith("Verdict: PASS")
+    finally:
+        server.stop()
 
 
 @pytest.mark.derive
@@ -361,15 +348,15 @@ def test_the_wordcount_image_builds_and_serves_a_step(base_image: str, tmp_path:
     make_it_wordcount(project)
     build = docker("build", "-t", IMAGE, "-f", str(project / "server" / "Dockerfile"), str(project), timeout=1800)
     (artifacts / "wordcount-docker-build.log").write_text(build.stdout + build.stderr)
-    port = free_port()
-    container = f"wordcount-{port}"
     try:
-        docker("run", "-d", "--name", container, "-p", f"127.0.0.1:{port}:8000", IMAGE)
-        url = f"http://127.0.0.1:{port}"
-        wait_until_healthy(url, timeout=120)
-        assert requests.post(f"{url}/reset", json={}, timeout=30).json()["observation"]["word_count"] == 0
-        step = requests.post(f"{url}/step", json={"action": {"text": "one two three"}}, timeout=30).json()
-        assert (step["observation"]["word_count"], step["reward"], step["done"]) == (3, 3.0, False)
+        with running_container(IMAGE) as container:
+            reset = requests.post(f"{container.url}/reset", json={}, timeout=30).json()
+            assert reset["observation"]["word_count"] == 0
+            step = requests.post(f"{container.url}/step", json={"action": {"text": "one two three"}}, timeout=30)
+            assert (step.json()["observation"]["word_count"], step.json()["reward"], step.json()["done"]) == (
+                3,
+                3.0,
+                False,
+            )
     finally:
-        docker("rm", "-f", container, check=False)
         docker("rmi", IMAGE, check=False)

@@ -14,7 +14,7 @@ import requests
 import yaml
 from typer.testing import CliRunner
 
-from tests.conftest import ROOT, LiveServer, console_script, docker, free_port, wait_until_healthy
+from tests.conftest import ROOT, LiveServer, console_script, docker, running_container
 from tests.readme_blocks import readme_blocks
 
 OpenEnv = Callable[..., subprocess.CompletedProcess[str]]  # the `openenv` fixture: runs `openenv ARGS...`
@@ -158,15 +158,10 @@ def test_push_bundle_builds_and_serves_the_web_interface(
     bundle = upload["bundle"]
     image = "rooms-space-bundle:test"
     docker("build", "-t", image, str(bundle), timeout=1800)
-    port = free_port()
-    name = f"rooms-space-{port}"
     try:
-        docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8000", image)
-        url = f"http://127.0.0.1:{port}"
-        wait_until_healthy(url, timeout=120)
-        assert requests.get(f"{url}/web/").status_code == 200
+        with running_container(image) as container:
+            assert requests.get(f"{container.url}/web/").status_code == 200
     finally:
-        docker("rm", "-f", name, check=False)
         docker("rmi", image, check=False)
 
 
