@@ -87,7 +87,7 @@ def test_duration_instead_of_steps(bench: Bench, load_report: Report, live_serve
     result = bench("--url", live_server.url, "--duration", "0.5", "--warmup", "0", "--json", str(tmp_path / "r.json"))
     assert result.returncode == 0, result.stderr
     [run] = load_report(tmp_path / "r.json")["runs"]
-    assert run["steps"] > 0 and 0.5 <= run["seconds"] < 5
+    assert run["steps"] > 0 and run["seconds"] >= 0.5
 
 
 def test_server_down_is_counted_and_reported_without_a_traceback(
