@@ -30,6 +30,14 @@ from tests.readme_blocks import Block, assert_prints_what_it_promises, readme_bl
 pytestmark = pytest.mark.docker
 
 
+def test_the_docker_tests_share_one_worker(request: pytest.FixtureRequest) -> None:
+    """Under `--dist loadgroup`, pytest-xdist names the group in each test's id and runs the group on one
+    worker: one image build, one swarm (pytest 9.2 ignores the id it sets: pytest-xdist#1386)."""
+    if not getattr(request.config.option, "loadgroup", False):
+        pytest.skip("runs under pytest-xdist's --dist loadgroup (the suite's default)")
+    assert request.node.nodeid.endswith("@docker-engine"), f"pytest-xdist did not group {request.node.nodeid}"
+
+
 def containers_of(image: str) -> set[str]:
     """The containers of `image`, but a swarm service's tasks (the swarm tests may run the same image alongside)."""
     listed = docker(

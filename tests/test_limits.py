@@ -204,8 +204,11 @@ def test_shutdown_with_open_sessions_is_prompt_and_clean(server_factory: ServerF
 
 
 @pytest.mark.slow
-def test_fuzzing_the_openapi_schema_finds_no_server_error(live_server: LiveServer) -> None:
-    """schemathesis against the app's own /openapi.json (all phases, bounded): zero 5xx."""
+def test_fuzzing_the_openapi_schema_finds_no_server_error(live_server: LiveServer, tmp_path: Path) -> None:
+    """schemathesis against the app's own /openapi.json (all phases, bounded): zero 5xx.
+
+    It runs in a temporary directory: it writes its example database there, not in the checkout (where
+    it would change the tree `openenv validate` reads)."""
     result = subprocess.run(
         [
             console_script("schemathesis"),
@@ -218,6 +221,7 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(live_server: LiveServe
             "--seed",
             "1",
         ],
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=600,
