@@ -203,7 +203,6 @@ def test_shutdown_with_open_sessions_is_prompt_and_clean(server_factory: ServerF
     assert "Finished server process" in server.log()
 
 
-@pytest.mark.slow
 def test_fuzzing_the_openapi_schema_finds_no_server_error(live_server: LiveServer, tmp_path: Path) -> None:
     """schemathesis against the app's own /openapi.json (all phases, bounded): zero 5xx.
 

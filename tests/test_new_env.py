@@ -266,6 +266,7 @@ def test_nothing_of_the_echo_is_left_after_the_edit(wordcount: Derived) -> None:
     assert found == []
 
 
+@pytest.mark.derive
 def test_the_edited_project_passes_its_own_tests(wordcount: Derived, tmp_path: Path, artifacts: Path) -> None:
     """Its package installed as a wheel next to this environment's dependencies, its tests run with them."""
     installed = tmp_path / "site"
