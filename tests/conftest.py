@@ -7,6 +7,7 @@ Live servers come from rooms_bench's harness; its pytest plugin provides the `se
 from __future__ import annotations
 
 import asyncio
+import html
 import os
 import shutil
 import signal
@@ -257,6 +258,19 @@ def built_image(base_image: str) -> BuiltImage:
     seconds = time.monotonic() - started
     size = int(docker("image", "inspect", IMAGE, "--format", "{{.Size}}").stdout)
     return BuiltImage(IMAGE, seconds, size)
+
+
+def assert_web_interface_shows_the_description(url: str) -> None:
+    """`/web/` is OpenEnv's Gradio page, headed by the environment's name and description as `/metadata` has them."""
+    page = requests.get(f"{url}/web/", timeout=30)
+    assert page.status_code == 200
+    assert "gradio" in page.text.lower()
+    assert requests.get(f"{url}/health").status_code == 200
+    metadata = requests.get(f"{url}/metadata", timeout=30).json()
+    config = requests.get(f"{url}/web/config", timeout=30).json()
+    values = [component.get("props", {}).get("value") for component in config["components"]]
+    [header] = [value for value in values if isinstance(value, str) and 'class="oe-header"' in value]
+    assert f"<h1>{html.escape(metadata['name'])}</h1><p>{html.escape(metadata['description'])}</p>" in header
 
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -1,6 +1,5 @@
 """The server app over real HTTP and WebSocket, and the ways to start it."""
 
-import html
 import json
 import sys
 from typing import Any
@@ -9,7 +8,15 @@ import pytest
 import requests
 from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import ROOT, LiveServer, ServerFactory, SharedServers, console_script, free_port
+from tests.conftest import (
+    ROOT,
+    LiveServer,
+    ServerFactory,
+    SharedServers,
+    assert_web_interface_shows_the_description,
+    console_script,
+    free_port,
+)
 
 
 def ws_exchange(ws: ClientConnection, message: str | dict[str, Any]) -> dict[str, Any]:
@@ -135,7 +142,7 @@ def _start_commands(port: int) -> dict[str, list[str]]:
             "--port",
             str(port),
         ],
-        "server --workers 2": [console_script("server"), "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+        # `server --workers 2`: tests/test_light_server.py serves steps from it (and checks its imports)
     }
 
 
@@ -157,35 +164,14 @@ def test_server_help_lists_the_options() -> None:
         assert option in result.stdout
 
 
-WEB_START_COMMANDS = {
-    "server": None,
-    # Running Locally, as the README and OpenEnv's template have it: the app from the project directory.
-    "uvicorn server.app:app --reload": [console_script("uvicorn"), "server.app:app", "--reload", "--host", "127.0.0.1"],
-}
+def test_web_interface_under_uvicorn_reload_shows_the_description(server_factory: ServerFactory) -> None:
+    """Running Locally, as the README and OpenEnv's template have it: the app from the project directory.
 
-
-@pytest.mark.parametrize("start", WEB_START_COMMANDS)
-def test_web_interface_is_served_when_enabled(
-    shared_server: SharedServers, server_factory: ServerFactory, start: str
-) -> None:
-    command = WEB_START_COMMANDS[start]
-    if command is None:
-        server = shared_server(env={"ENABLE_WEB_INTERFACE": "true"})
-    else:
-        port = free_port()
-        server = server_factory(
-            command=[*command, "--port", str(port)], env={"ENABLE_WEB_INTERFACE": "true"}, port=port
-        )
-    page = requests.get(f"{server.url}/web/", timeout=30)
-    assert page.status_code == 200
-    assert "gradio" in page.text.lower()
-    assert requests.get(f"{server.url}/health").status_code == 200
-    # The page's header: the environment's name and its one-line description, as /metadata gives them.
-    metadata = requests.get(f"{server.url}/metadata", timeout=30).json()
-    config = requests.get(f"{server.url}/web/config", timeout=30).json()
-    values = [component.get("props", {}).get("value") for component in config["components"]]
-    [header] = [value for value in values if isinstance(value, str) and 'class="oe-header"' in value]
-    assert f"<h1>{html.escape(metadata['name'])}</h1><p>{html.escape(metadata['description'])}</p>" in header
+    (The `server` command's web interface: tests/test_light_server.py.)"""
+    port = free_port()
+    command = [console_script("uvicorn"), "server.app:app", "--reload", "--host", "127.0.0.1", "--port", str(port)]
+    server = server_factory(command=command, env={"ENABLE_WEB_INTERFACE": "true"}, port=port)
+    assert_web_interface_shows_the_description(server.url)
 
 
 def test_web_interface_is_off_by_default(base_url: str) -> None:

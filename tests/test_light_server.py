@@ -20,7 +20,13 @@ import pytest
 import requests
 
 from rooms import RoomsAction, RoomsEnv
-from tests.conftest import LiveServer, ServerFactory, console_script, free_port
+from tests.conftest import (
+    LiveServer,
+    ServerFactory,
+    assert_web_interface_shows_the_description,
+    console_script,
+    free_port,
+)
 
 IMPORT_LOG = {"PYTHONVERBOSE": "1"}
 SERVED_APP = "rooms.server.serve"  # the module the server command serves: each worker loads it once
@@ -59,6 +65,7 @@ def test_server_command_without_web_interface_never_imports_gradio_and_serves_st
         with RoomsEnv(base_url=server.url).sync() as client:
             assert client.step(RoomsAction(message=message)).observation.echoed_message == message
     assert requests.get(f"{server.url}/web/", timeout=10).status_code == 404
+    assert requests.get(f"{server.url}/metadata", timeout=10).json()["name"] == "Rooms"
     imports = imported_modules(server.log())
     assert imports[SERVED_APP] == workers, "every worker's imports are in the log"
     assert gradio_modules(imports) == []
@@ -66,8 +73,7 @@ def test_server_command_without_web_interface_never_imports_gradio_and_serves_st
 
 def test_server_command_with_web_interface_imports_gradio_and_serves_the_page(server_factory: ServerFactory) -> None:
     server = server_factory(env={**IMPORT_LOG, "ENABLE_WEB_INTERFACE": "true"})
-    page = requests.get(f"{server.url}/web/", timeout=30)
-    assert page.status_code == 200 and "gradio" in page.text.lower()
+    assert_web_interface_shows_the_description(server.url)
     imports = imported_modules(server.log())
     assert imports[SERVED_APP] == 1 and "gradio" in gradio_modules(imports)
 
