@@ -143,9 +143,10 @@ def test_killed_client_frees_its_slot_promptly(shared_server: SharedServers) -> 
         [
             sys.executable,
             "-c",
-            "import sys, time\nfrom rooms import RoomsEnv\nenv = RoomsEnv(base_url=sys.argv[1])\nenv.reset()\n"
-            "print('holding', flush=True)\ntime.sleep(600)",
-            server.url,
+            # A bare WebSocket client (what matters is a peer that dies without a close frame, not its library)
+            "import sys, time\nfrom websockets.sync.client import connect\nws = connect(sys.argv[1])\n"
+            'ws.send(\'{"type": "reset", "data": {}}\')\nws.recv()\nprint(\'holding\', flush=True)\ntime.sleep(600)',
+            server.ws_url,
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
