@@ -14,6 +14,9 @@ messages), `{"type": "mcp"}` messages on `/ws`, and OpenEnv's JSON-RPC on `POST 
 transport (`initialize` and all), for any MCP client: there each MCP session
 (`Mcp-Session-Id`) has an environment of its own, created and reset at its first tool
 call and closed when the session ends. Nothing here names an environment.
+
+FastMCP's server (0.4 s of start-up and 16 MB in every process) is imported at the
+first tool call or standard MCP session, not when the app is built.
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from typing import Any, TypeVar, get_type_hints
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
 
+import anyio
+from anyio.abc import TaskStatus
 from fastapi import FastAPI
-from fastmcp import FastMCP
 from fastmcp.client.client import CallToolResult
 from fastmcp.exceptions import NotFoundError, ValidationError
-from fastmcp.server.dependencies import get_context
 from mcp.server.streamable_http_manager import DEFAULT_SESSION_IDLE_TIMEOUT
 from mcp.types import Tool as McpTool
 from openenv.core.env_server.interfaces import Environment
@@ -48,6 +52,9 @@ from openenv.core.env_server.types import Action, Observation
 from openenv.core.utils import run_async_safely
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from fastmcp import FastMCP
 
 MethodT = TypeVar("MethodT", bound=Callable[..., Any])
 TOOL_MARK = "is_mcp_tool"
@@ -73,10 +80,19 @@ class Tools:
     """The tools an environment class declares, on one FastMCP server shared by all its instances."""
 
     def __init__(self, env: type[Environment[Any, Any, Any]], methods: dict[str, Callable[..., Any]]) -> None:
-        self.server: FastMCP[Any] = FastMCP(env.__name__)
+        self.name = env.__name__
+        self.methods = methods
         self.standard_sessions: StandardSessions | None = None
-        for name, method in methods.items():
-            self.server.tool(self.on_callers_environment(name, method))
+
+    @cached_property
+    def server(self) -> FastMCP[Any]:
+        """The FastMCP server of the tools, built (and FastMCP's server imported) at first use."""
+        from fastmcp import FastMCP
+
+        server: FastMCP[Any] = FastMCP(self.name)
+        for name, method in self.methods.items():
+            server.tool(self.on_callers_environment(name, method))
+        return server
 
     @classmethod
     def of(cls, env: type[Environment[Any, Any, Any]]) -> Tools | None:
@@ -106,6 +122,8 @@ class Tools:
             return env
         if self.standard_sessions is None:
             raise RuntimeError("This tool call has no environment to run on")
+        from fastmcp.server.dependencies import get_context
+
         return await self.standard_sessions.environment(get_context().session_id)
 
     async def list(self) -> list[McpTool]:
@@ -184,12 +202,12 @@ class Tools:
         `Mcp-Session-Id` header, and GET/DELETE: OpenEnv's JSON-RPC dialect sends none of these.
         """
         sessions = self.standard_sessions = StandardSessions(env, may_open)
-        standard = self.server.http_app(path=MCP_PATH)
+        standard = StandardTransport(self)
         previous_lifespan = app.router.lifespan_context
 
         @asynccontextmanager
         async def lifespan(outer: Any) -> AsyncIterator[Any]:
-            async with standard.router.lifespan_context(standard):
+            async with standard.available():
                 try:
                     async with previous_lifespan(outer) as state:
                         yield state
@@ -297,10 +315,52 @@ class StandardSessions:
             self.close(session_id)
 
 
+class StandardTransport:
+    """FastMCP's streamable HTTP app for the tools, built and started at its first request, while
+    the app that serves it is running (`available()`), and stopped with that app."""
+
+    def __init__(self, tools: Tools) -> None:
+        self.tools = tools
+        self.starting = anyio.Lock()
+        self.start: Callable[[], Awaitable[ASGIApp]] | None = None
+        self.started: ASGIApp | None = None
+
+    @asynccontextmanager
+    async def available(self) -> AsyncIterator[None]:
+        """Let requests start the transport while this context is open; stop it when it closes."""
+        stopping = anyio.Event()
+
+        async def run(*, task_status: TaskStatus[ASGIApp]) -> None:
+            standard = self.tools.server.http_app(path=MCP_PATH)
+            async with standard.router.lifespan_context(standard):
+                task_status.started(standard)
+                await stopping.wait()
+
+        async with anyio.create_task_group() as task_group:
+            self.start = lambda: task_group.start(run)
+            try:
+                yield
+            finally:
+                self.start = self.started = None
+                stopping.set()
+
+    async def app(self) -> ASGIApp:
+        """The transport's app, started by the first request that needs it."""
+        async with self.starting:
+            if self.started is None:
+                if self.start is None:
+                    raise RuntimeError("The standard MCP transport runs only while the app's lifespan does")
+                self.started = await self.start()
+        return self.started
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await (await self.app())(scope, receive, send)
+
+
 class StandardMcpRoute:
     """ASGI middleware sending `/mcp`'s standard MCP requests to FastMCP, all else to the app."""
 
-    def __init__(self, app: ASGIApp, standard: ASGIApp, sessions: StandardSessions) -> None:
+    def __init__(self, app: ASGIApp, standard: StandardTransport, sessions: StandardSessions) -> None:
         self.app = app
         self.standard = standard
         self.sessions = sessions
