@@ -81,8 +81,8 @@ class LocalDocker(LocalDockerProvider):
     ) -> str:
         """Start `image` as `LocalDockerProvider` does, and note the container that publishes its port."""
         base_url = super().start_container(image, port, env_vars, **kwargs)
-        published = self.docker("ps", "--quiet", "--no-trunc", "--filter", f"publish={urlsplit(base_url).port}")
-        self.container_id = published.split()[0] if published.split() else None
+        published = self.docker("ps", "--quiet", "--no-trunc", "--filter", f"publish={urlsplit(base_url).port}").split()
+        self.container_id = published[0] if published else None
         return base_url
 
     def stop_container(self) -> None:

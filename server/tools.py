@@ -346,12 +346,14 @@ class StandardTransport:
 
     async def app(self) -> ASGIApp:
         """The transport's app, started by the first request that needs it."""
+        if self.started is not None:
+            return self.started
         async with self.starting:
             if self.started is None:
                 if self.start is None:
                     raise RuntimeError("The standard MCP transport runs only while the app's lifespan does")
                 self.started = await self.start()
-        return self.started
+            return self.started
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await (await self.app())(scope, receive, send)
