@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .client import RoomsEnv
+    from .kit.client import Launch, SyncClient
     from .models import RoomsAction, RoomsObservation
-    from .typed_client import Launch, SyncClient
 
 # Each name is imported from its module on first use (PEP 562): the `server` command decides
 # what OpenEnv may import before anything imports OpenEnv, and a server never loads the client.
@@ -18,8 +18,8 @@ EXPORTS = {
     "RoomsAction": ".models",
     "RoomsObservation": ".models",
     "RoomsEnv": ".client",
-    "SyncClient": ".typed_client",
-    "Launch": ".typed_client",
+    "SyncClient": ".kit.client",
+    "Launch": ".kit.client",
 }
 __all__ = ["Launch", "RoomsAction", "RoomsEnv", "RoomsObservation", "SyncClient"]
 

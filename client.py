@@ -5,8 +5,8 @@ from typing import Any
 from openenv.core.client_types import StepResult
 from openenv.core.env_server.types import State
 
+from .kit.client import TypedEnvClient
 from .models import RoomsAction, RoomsObservation
-from .typed_client import TypedEnvClient
 
 
 class RoomsEnv(TypedEnvClient[RoomsAction, RoomsObservation, State]):

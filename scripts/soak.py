@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rooms import RoomsAction, RoomsEnv
-from rooms_bench.harness import LiveServer, start_server
+from rooms.kit.testing import LiveServer, start_server
 
 
 async def soak(

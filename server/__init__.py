@@ -10,7 +10,7 @@ __all__ = ["RoomsEnvironment"]
 
 
 def __getattr__(name: str) -> Any:
-    # Imported on first use: `python -m rooms.server` runs before anything imports OpenEnv.
+    # Imported on first use: importing the package loads neither OpenEnv's server nor the environment.
     if name == "RoomsEnvironment":
         return import_module(".rooms_environment", __name__).RoomsEnvironment
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

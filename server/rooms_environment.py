@@ -10,9 +10,9 @@ from openenv.core.env_server.interfaces import Environment
 from openenv.core.env_server.types import EnvironmentMetadata, State
 from pydantic import Field
 
+from rooms.kit.package import package_readme, package_version
+from rooms.kit.tools import tool
 from rooms.models import MAX_MESSAGE_LENGTH, RoomsAction, RoomsObservation
-from rooms.server.serving import package_readme, package_version
-from rooms.server.tools import tool
 
 READY_MESSAGE = "Rooms environment ready!"
 
@@ -31,7 +31,7 @@ class RoomsEnvironment(Environment[RoomsAction, RoomsObservation, State]):
     `RoomsAction(message: str)`: any Unicode string of at most
     `MAX_MESSAGE_LENGTH` (1,048,576) characters. Unknown fields are rejected.
 
-    The same step is the MCP tool `echo(message)` (`server/tools.py` serves it):
+    The same step is the MCP tool `echo(message)` (`kit/mcp.py` serves it):
     `step(CallToolAction(tool_name="echo", arguments={"message": m}))`, or a call
     from any MCP client, earns the reward of `step(RoomsAction(message=m))`.
 

@@ -1,7 +1,7 @@
 """Shared helpers and fixtures of the Rooms test suite.
 
-Live servers come from rooms_bench's harness; its pytest plugin provides the `server_factory`,
-`live_server` and `base_url` fixtures.
+Live servers come from the kit's harness (`rooms.kit.testing`), whose `server_factory`,
+`live_server` and `base_url` fixtures are registered here.
 """
 
 from __future__ import annotations
@@ -27,7 +27,17 @@ import requests
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
-from rooms_bench.harness import LiveServer, ServerFactory, console_script, free_port, start_server, wait_until_healthy
+from rooms.kit.testing import (  # noqa: F401  (fixtures, registered by importing them)
+    LiveServer,
+    ServerFactory,
+    base_url,
+    console_script,
+    free_port,
+    live_server,
+    server_factory,
+    start_server,
+    wait_until_healthy,
+)
 
 __all__ = [
     "ROOT", "LiveServer", "ServerFactory", "SharedServers", "console_script", "free_port", "require", "start_server",

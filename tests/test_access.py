@@ -28,11 +28,11 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from rooms import RoomsAction, RoomsEnv, RoomsObservation
-from rooms.server.access import AccessControl
+from rooms.kit.access import AccessControl
+from rooms.kit.application import create_app
+from rooms.kit.client import AccessDenied
+from rooms.kit.settings import Settings, SettingsError
 from rooms.server.rooms_environment import RoomsEnvironment
-from rooms.server.serving import create_app
-from rooms.server.settings import Settings, SettingsError
-from rooms.typed_client import AccessDenied
 from tests.conftest import LiveServer, ServerFactory, console_script, free_port
 from tests.readme_blocks import Block, assert_prints_what_it_promises, block_id, readme_blocks, run_python
 

@@ -133,7 +133,15 @@ def _start_commands(port: int) -> dict[str, list[str]]:
             "--port",
             str(port),
         ],
-        "python -m rooms.server": [sys.executable, "-m", "rooms.server", "--host", "127.0.0.1", "--port", str(port)],
+        "python -m rooms.kit.command": [
+            sys.executable,
+            "-m",
+            "rooms.kit.command",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         "uvicorn server.app:app": [
             console_script("uvicorn"),
             "server.app:app",

@@ -15,8 +15,8 @@ from typing import Any
 import requests
 from websockets.sync.client import connect
 
-from rooms.server.settings import DEFAULT_MAX_CONCURRENT_ENVS
-from rooms_bench.harness import LiveServer
+from rooms.kit.settings import DEFAULT_MAX_CONCURRENT_ENVS
+from rooms.kit.testing import LiveServer
 from tests.conftest import SharedServers
 
 RESET = json.dumps({"type": "reset", "data": {}})
@@ -93,7 +93,7 @@ def test_default_limit_runs_asyncgrpo_128_rollouts_and_is_announced(server_facto
 
 
 def test_workers_announce_their_limit_per_worker() -> None:
-    from rooms.server.__main__ import capacity_message
+    from rooms.kit.command import capacity_message
 
     assert capacity_message(512, 1).startswith("Rooms accepts up to 512 concurrent WebSocket sessions")
     assert "512 concurrent WebSocket sessions per worker, 1024 in all over 2 workers" in capacity_message(512, 2)

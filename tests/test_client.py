@@ -311,7 +311,7 @@ def uvicorn_command(port: int, *options: str) -> list[str]:
         sys.executable,
         "-m",
         "uvicorn",
-        "rooms.server.serve:app",
+        "rooms.kit.command:app",
         "--host",
         "127.0.0.1",
         "--port",

@@ -13,7 +13,7 @@ import pytest
 import requests
 from websockets.sync.client import connect
 
-from rooms.typed_client import LocalDocker
+from rooms.kit.client import LocalDocker
 from tests.conftest import (
     BASE_IMAGE,
     ROOT,

@@ -20,7 +20,7 @@ ROOMS_NAME = re.compile(r"Rooms|rooms\.|ROOMS_")
 
 
 def test_the_machinery_is_there() -> None:
-    assert {"typed_client.py", "server/serving.py", "server/settings.py", "server/__main__.py"} <= set(GENERIC_FILES)
+    assert {"kit/client.py", "kit/application.py", "kit/settings.py", "kit/command.py"} <= set(GENERIC_FILES)
 
 
 @pytest.mark.parametrize("path", GENERIC_FILES)
@@ -31,7 +31,7 @@ def test_a_generic_module_names_no_rooms_type_path_or_setting(path: str) -> None
 
 
 def test_settings_are_prefixed_by_the_package_name() -> None:
-    from rooms.server.settings import PREFIX, Settings
+    from rooms.kit.settings import PREFIX, Settings
 
     assert PREFIX == "ROOMS_"
     assert Settings.from_env({"ROOMS_MAX_PAYLOAD_BYTES": "1000"}).max_payload_bytes == 1000

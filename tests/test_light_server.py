@@ -29,7 +29,7 @@ from tests.conftest import (
 )
 
 IMPORT_LOG = {"PYTHONVERBOSE": "1"}
-SERVED_APP = "rooms.server.serve"  # the module the server command serves: each worker loads it once
+SERVED_APP = "rooms.server.app"  # the app the server command serves: each worker loads it once
 
 
 def imported_modules(log: str) -> Counter[str]:

@@ -18,8 +18,8 @@ from websockets.exceptions import ConnectionClosedError
 from websockets.sync.client import ClientConnection, connect
 
 from rooms import RoomsAction, RoomsEnv
-from rooms.server.limits import frame_problem
-from rooms.server.settings import Settings
+from rooms.kit.limits import frame_problem
+from rooms.kit.settings import Settings
 from tests.conftest import ROOT, LiveServer, ServerFactory, SharedServers, console_script
 
 MAX_PAYLOAD_BYTES = Settings().max_payload_bytes
@@ -187,7 +187,7 @@ def test_idle_sessions_are_reaped_after_session_timeout(server_factory: ServerFa
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_shutdown_with_open_sessions_is_prompt_and_clean(server_factory: ServerFactory, sig: int) -> None:
-    server = server_factory()  # python -m rooms.server: the `server` entry point
+    server = server_factory()  # python -m rooms.kit.command: the `server` entry point
     with ExitStack() as stack:
         sessions = [stack.enter_context(connect(server.ws_url)) for _ in range(3)]
         for ws in sessions:

@@ -14,10 +14,10 @@ from openenv.core.mcp_client import MCPToolClient
 from websockets.sync.client import ClientConnection, connect
 
 from rooms import RoomsAction, RoomsEnv
+from rooms.kit.testing import LiveServer
+from rooms.kit.tools import tool
 from rooms.models import MAX_MESSAGE_LENGTH
 from rooms.server.rooms_environment import RoomsEnvironment
-from rooms.server.tools import tool
-from rooms_bench.harness import LiveServer
 
 TOO_LONG = "a" * (MAX_MESSAGE_LENGTH + 1)
 # Each bad call, and what its error says.
@@ -163,7 +163,7 @@ def test_an_environment_without_tools_is_served_as_before() -> None:
     from fastapi.testclient import TestClient
 
     from rooms import RoomsObservation
-    from rooms.server.serving import create_app
+    from rooms.kit.application import create_app
 
     class WithoutTools(RoomsEnvironment):
         echo = None  # type: ignore[assignment]  # the inherited tool, undeclared

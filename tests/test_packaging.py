@@ -45,9 +45,9 @@ def test_wheel_holds_only_the_rooms_package(wheel: Path) -> None:
     print("\n".join(["", *files]))
     assert files, "the wheel is empty"
     for name in files:
-        assert re.fullmatch(r"rooms/(server/)?[\w.]+", name), f"{name} is not part of the environment package"
+        assert re.fullmatch(r"rooms/((server|kit)/)?[\w.]+", name), f"{name} is not part of the environment package"
     assert {"rooms/__init__.py", "rooms/client.py", "rooms/models.py", "rooms/server/app.py"} <= set(files)
-    assert not [name for name in files if "bench" in name or "test" in name]
+    assert not [name for name in files if "bench" in name or "/tests/" in name]
 
 
 def test_wheel_does_not_require_the_benchmark_dependencies(wheel: Path) -> None:
@@ -73,6 +73,6 @@ def test_readme_project_structure_lists_every_shipped_file(wheel: Path) -> None:
 def test_every_module_in_the_wheel_is_checked_for_private_api_use(wheel: Path) -> None:
     from tests.test_public_api import SHIPPED
 
-    assert {"rooms.client", "rooms.typed_client", "rooms.models", "rooms.server.app"} <= set(SHIPPED)
+    assert {"rooms.client", "rooms.kit.client", "rooms.models", "rooms.server.app"} <= set(SHIPPED)
     wheel_modules = {ROOT / name.removeprefix("rooms/") for name in packaged_files(wheel) if name.endswith(".py")}
     assert wheel_modules == set(SHIPPED.values())

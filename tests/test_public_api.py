@@ -24,6 +24,8 @@ SHIPPED = {
     **{f"rooms.{p.stem}": p for p in ROOT.glob("*.py") if p.stem != "__init__"},
     **{f"rooms.server.{p.stem}": p for p in (ROOT / "server").glob("*.py") if p.stem != "__init__"},
     "rooms.server": ROOT / "server" / "__init__.py",
+    **{f"rooms.kit.{p.stem}": p for p in (ROOT / "kit").glob("*.py") if p.stem != "__init__"},
+    "rooms.kit": ROOT / "kit" / "__init__.py",
 }
 HOOKS = {"_step_payload", "_parse_result", "_parse_state"}
 FOREIGN = ("openenv", "websockets")

@@ -55,9 +55,7 @@ SHORT_SECTIONS = {
     "## Make your own environment": "docs/make-your-own.md",
     "## Configuration and Limits": "docs/configuration.md",
     "## Performance": "docs/performance.md",
-    "## Capacity": "docs/performance.md",
-    "## Scaling out": "docs/scaling-out.md",
-    "## Train with TRL": "docs/trl.md",
+    "## Scaling out and training": "docs/scaling-out.md",
 }
 MAX_SHORT_SECTION_LINES = 15
 MAX_README_LINES = 300

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rooms.server.settings import DEFAULT_MAX_CONCURRENT_ENVS, DEFAULT_MAX_PAYLOAD_BYTES, Settings, SettingsError
+from rooms.kit.settings import DEFAULT_MAX_CONCURRENT_ENVS, DEFAULT_MAX_PAYLOAD_BYTES, Settings, SettingsError
 from tests.conftest import ServerFactory
 
 

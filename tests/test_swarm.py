@@ -29,7 +29,7 @@ import requests
 from openenv.core.containers.runtime import DockerSwarmProvider
 
 from rooms import RoomsAction, RoomsEnv
-from rooms.typed_client import AccessDenied
+from rooms.kit.client import AccessDenied
 from rooms_bench.failover import healthy, swarm_replicas
 from tests.conftest import DOCKER, ROOT, SYSTEM_DOCKER, BuiltImage, console_script, docker, require
 from tests.readme_blocks import Block, assert_prints_what_it_promises, readme_blocks, run_python

@@ -35,7 +35,7 @@ from rich.table import Table
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from rooms_bench.harness import LiveServer, free_port, start_server
+from rooms.kit.testing import LiveServer, free_port, start_server
 from rooms_bench.servers import generate_template, start_floor, start_template
 
 HELP = "how many concurrent sessions a deployment holds, by OpenEnv's scaling method"
@@ -299,7 +299,7 @@ def _ws_url(url: str) -> str:
 
 
 def rooms_command(port: int, workers: int | None) -> list[str]:
-    command = [sys.executable, "-m", "rooms.server", "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-m", "rooms.kit.command", "--host", "127.0.0.1", "--port", str(port)]
     return command + (["--workers", str(workers)] if workers else [])
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import requests
 
+from rooms.kit.testing import LiveServer
 from rooms_bench import capacity, failover, startup
 from rooms_bench.compare import (
     COLD_START_ROUNDS,
@@ -28,7 +29,6 @@ from rooms_bench.compare import (
     compare_with_template,
     measure_cold_starts,
 )
-from rooms_bench.harness import LiveServer
 from rooms_bench.measure import Plan, console, measure
 from rooms_bench.report import Results, print_results, write_json, write_plot
 from rooms_bench.servers import (

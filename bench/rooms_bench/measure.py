@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from rooms_bench.harness import LiveServer
+from rooms.kit.testing import LiveServer
 from rooms_bench.sessions import AsyncSessions, SyncSession, SyncSessions
 
 console = Console(stderr=True)

@@ -17,7 +17,7 @@ from types import ModuleType
 
 import requests
 
-from rooms_bench.harness import LiveServer, free_port, start_server
+from rooms.kit.testing import LiveServer, free_port, start_server
 from rooms_bench.sessions import EnvClasses
 
 # Sessions a server started by the benchmark admits, at least.

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rooms.kit.testing import LiveServer
 from rooms_bench.compare import COLD_START_ROUNDS, Startup, StartupFigure, alternate
-from rooms_bench.harness import LiveServer
 from rooms_bench.report import Results, print_results, write_json
 from rooms_bench.servers import (
     TEMPLATE_PACKAGE,

@@ -1,4 +1,4 @@
-"""Helpers of the rooms-bench tests; live-server fixtures come from `rooms_bench.pytest_plugin`."""
+"""Helpers of the rooms-bench tests; the live-server fixtures are the kit's (`rooms.kit.testing`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from rooms_bench.harness import console_script
+from rooms.kit.testing import base_url, console_script, live_server, server_factory  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[2]
 

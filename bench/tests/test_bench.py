@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from rooms.kit.testing import LiveServer, ServerFactory, free_port
 from rooms_bench import cli
 from rooms_bench.compare import measure_cold_starts
-from rooms_bench.harness import LiveServer, ServerFactory, free_port
 from rooms_bench.measure import Plan, measure_side_by_side
 from rooms_bench.sessions import SyncSession, SyncSessions
 from tests.readme_blocks import run_sweep_command

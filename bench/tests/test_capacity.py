@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import requests
 
+from rooms.kit.testing import LiveServer, console_script, free_port
 from rooms_bench import capacity
-from rooms_bench.harness import LiveServer, console_script, free_port
 from tests.readme_blocks import run_sweep_command
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -322,17 +322,18 @@ requires-python = "{project["requires-python"]}"
 dependencies = {toml_list(project["dependencies"])}
 
 [project.scripts]
-server = "{package}.server.__main__:main"
+server = "{package}.kit.command:main"
 
 [dependency-groups]
 dev = {toml_list([*dev, YAML_REQUIREMENT])}
 
 [tool.setuptools]
-packages = ["{package}", "{package}.server"]
-package-dir = {{ "{package}" = ".", "{package}.server" = "server" }}
+packages = ["{package}", "{package}.server", "{package}.kit"]
+package-dir = {{ "{package}" = ".", "{package}.server" = "server", "{package}.kit" = "kit" }}
 
 [tool.setuptools.package-data]
 {package} = ["README.md", "openenv.yaml"]
+"{package}.kit" = ["README.md"]
 
 [tool.pytest.ini_options]
 addopts = "--import-mode=importlib -ra"

@@ -19,7 +19,12 @@ OWN_FILES = ENVIRONMENT_FILES + PACKAGE_FILES
 
 def package_files(root: Path = ROOT) -> list[str]:
     """Every file of the package at `root` (its modules and its Dockerfile), relative to `root`."""
-    paths = [*root.glob("*.py"), *(root / "server").glob("*.py"), root / "server" / "Dockerfile"]
+    paths = [
+        *root.glob("*.py"),
+        *(root / "server").glob("*.py"),
+        root / "server" / "Dockerfile",
+        *(path for path in (root / "kit").rglob("*") if "__pycache__" not in path.parts),
+    ]
     return sorted(path.relative_to(root).as_posix() for path in paths if path.is_file())
 
 

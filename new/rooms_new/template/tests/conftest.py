@@ -23,12 +23,12 @@ WORDS = "one two three "  # a string field's example value, cut or repeated to t
 
 @pytest.fixture(scope="session")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The URL of a server that `python -m rooms.server` (the `server` command) runs on a free port."""
+    """The URL of a server that `python -m rooms.kit.command` (the `server` command) runs on a free port."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     log = tmp_path_factory.mktemp("server") / "server.log"
-    command = [sys.executable, "-m", "rooms.server", "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-m", "rooms.kit.command", "--host", "127.0.0.1", "--port", str(port)]
     with log.open("w") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

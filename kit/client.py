@@ -46,7 +46,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State as SocketState
 from websockets.sync.client import ClientConnection, connect
 
-from .server.settings import PREFIX
+from .settings import PREFIX
 
 ActT = TypeVar("ActT", bound=Action)
 ObsT = TypeVar("ObsT", bound=Observation)

@@ -1,22 +1,29 @@
-"""The `server` command: serve this package's environment with uvicorn (`uv run server`,
-`python -m <package>.server`)."""
+"""The `server` command: serve this package's environment with uvicorn (`uv run server`).
+
+uvicorn imports `app` from this module (in each worker, with `--workers`). OpenEnv imports
+its Gradio web interface whenever Gradio can be imported (`openenv.core.env_server` catches
+`ModuleNotFoundError`); a `None` in `sys.modules` makes that import raise exactly that (the
+import system's documented behaviour), so a server whose web interface is off skips Gradio
+and what it pulls in: a third of the start-up time, less than half the memory. A program
+that imports the package or `server.app` itself keeps every module it can import.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
+from importlib import import_module
+from typing import Any
 
-import uvicorn
-
+from .package import NAME, PACKAGE
 from .settings import PREFIX, Settings, SettingsError
-
-PACKAGE = (__package__ or "").split(".")[0]  # `__name__` is "__main__" under `python -m`
-NAME = PACKAGE.replace("_", " ").title()  # as the start-up line names it
 
 SHUTDOWN_GRACE_S = 3  # open WebSockets are closed (1012) and the process exits within this
 # With --workers, each worker first imports OpenEnv (and Gradio, with the web interface on): several
 # seconds on a small or busy machine, longer than uvicorn's default 5 s before it kills a silent worker.
 WORKER_HEALTHCHECK_TIMEOUT_S = 60
+ENVIRONMENT_APP = f"{PACKAGE}.server.app"  # the environment's own app module (OpenEnv's template layout)
 
 
 def parse_args(settings: Settings, argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -51,6 +58,8 @@ def access_message(settings: Settings) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `server` command."""
+    import uvicorn
+
     try:
         settings = Settings.from_env()
     except SettingsError as error:
@@ -59,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(capacity_message(settings.max_concurrent_envs, args.workers), flush=True)
     print(access_message(settings), flush=True)
     uvicorn.run(
-        f"{__package__}.serve:app",
+        f"{__name__}:app",
         host=args.host,
         port=args.port,
         workers=args.workers,
@@ -74,6 +83,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         ws_ping_interval=settings.ws_ping_interval_s,
         ws_ping_timeout=settings.ws_ping_timeout_s,
     )
+
+
+def __getattr__(name: str) -> Any:
+    """`app`: the environment's app, imported at first use, without Gradio when the web interface is off."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if not Settings.from_env().enable_web_interface:
+        sys.modules.setdefault("gradio", None)  # type: ignore[arg-type]
+    return import_module(ENVIRONMENT_APP).app
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Awaitable, Callable
-from functools import cache
-from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +27,10 @@ from openenv.core.env_server.types import Action, ConcurrencyConfig, Observation
 
 from .access import AccessControl
 from .limits import ClientLimits
+from .mcp import Tools, accepting_tool_actions
+from .package import PACKAGE, package_file
 from .settings import Settings
-from .tools import Tools, accepting_tool_actions
 
-PACKAGE = __name__.split(".")[0]
 DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
 
 
@@ -167,21 +165,4 @@ def docs_page(
     return endpoint
 
 
-def package_file(name: str) -> Path:
-    """A file shipped in this package (README.md, openenv.yaml)."""
-    return Path(str(resources.files(PACKAGE).joinpath(name)))
-
-
-@cache
-def package_readme() -> str:
-    """This package's README, for `/metadata` and `/web`."""
-    return package_file("README.md").read_text(encoding="utf-8")
-
-
-@cache
-def package_version() -> str:
-    """The version of the distribution that installed this package."""
-    return metadata.version(metadata.packages_distributions()[PACKAGE][0])
-
-
-__all__ = ["SessionCount", "create_app", "package_readme", "package_version"]
+__all__ = ["SessionCount", "create_app"]

@@ -1,12 +1,6 @@
-"""Tools over MCP for any environment: declare them with `@tool`, `create_app` serves them.
+"""The MCP tools an environment declares (`tools.py`), served by `create_app`.
 
-An environment declares a tool by decorating one of its methods with `@tool`: its
-name, docstring and annotated parameters are the tool's name, description and input
-schema (FastMCP reads them, `Annotated[str, Field(max_length=...)]` included), and
-a call runs the method on the environment of the caller's session. A tool that
-returns an `Observation` is a step: its reward and done are the call's.
-
-`create_app` then serves the tools through every MCP surface OpenEnv has, on the
+`create_app` serves the tools through every MCP surface OpenEnv has, on the
 session's own environment: `step(ListToolsAction())` / `step(CallToolAction(...))`
 (also as the raw `{"type": "list_tools"}` / `{"type": "call_tool", ...}` step
 messages), `{"type": "mcp"}` messages on `/ws`, and OpenEnv's JSON-RPC on `POST /mcp`
@@ -28,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 import anyio
 from anyio.abc import TaskStatus
@@ -53,27 +47,17 @@ from openenv.core.utils import run_async_safely
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .tools import declared_tools
+
 if TYPE_CHECKING:
     from fastmcp import FastMCP
 
-MethodT = TypeVar("MethodT", bound=Callable[..., Any])
-TOOL_MARK = "is_mcp_tool"
 TOOL_ACTIONS: dict[str, type[Action]] = {"list_tools": ListToolsAction, "call_tool": CallToolAction}
 MCP_PATH = "/mcp"
 SESSION_HEADER = "mcp-session-id"
 
 #: The environment a tool call runs on, set by whoever makes the call in-process.
 CALLER_ENVIRONMENT: ContextVar[Environment[Any, Any, Any]] = ContextVar("caller_environment")
-
-
-def tool(method: MethodT) -> MethodT:
-    """Declare an environment method a tool; its name must not be one of OpenEnv's reserved names."""
-    if method.__name__ in RESERVED_TOOL_NAMES:
-        raise ValueError(
-            f"A tool cannot be named {method.__name__!r}: reserved names are {sorted(RESERVED_TOOL_NAMES)}"
-        )
-    setattr(method, TOOL_MARK, True)
-    return method
 
 
 class Tools:
@@ -97,7 +81,7 @@ class Tools:
     @classmethod
     def of(cls, env: type[Environment[Any, Any, Any]]) -> Tools | None:
         """The tools `env` declares, or None if it declares none."""
-        methods = {name: member for name, member in inspect.getmembers(env) if getattr(member, TOOL_MARK, False)}
+        methods = declared_tools(env)
         return cls(env, methods) if methods else None
 
     def on_callers_environment(self, name: str, method: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
@@ -432,4 +416,4 @@ def opens_a_session(body: bytes) -> bool:
     return any(isinstance(r, dict) and r.get("method") == "initialize" for r in requests)
 
 
-__all__ = ["Tools", "accepting_tool_actions", "tool"]
+__all__ = ["Tools", "accepting_tool_actions"]

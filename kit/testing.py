@@ -1,6 +1,8 @@
-"""Server processes on free ports: start, wait for `/health`, measure memory, stop.
+"""Server processes on free ports for tests and benchmarks: start, wait for `/health`, measure, stop.
 
-One harness for the benchmark, the soak script and the test suites.
+One harness for the environment's tests, the benchmark and the soak script. Its pytest
+fixtures (`server_factory`, `live_server`, `base_url`) are registered by a conftest.py that
+imports them.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import requests
+
+from .package import PACKAGE
 
 
 def free_port() -> int:
@@ -37,9 +42,9 @@ def console_script(name: str) -> str:
     return found
 
 
-def rooms_server_command(port: int) -> list[str]:
-    """The Rooms server, from the interpreter running this code, on 127.0.0.1:`port`."""
-    return [sys.executable, "-m", "rooms.server", "--host", "127.0.0.1", "--port", str(port)]
+def server_command(port: int) -> list[str]:
+    """This package's `server` command, from the interpreter running this code, on 127.0.0.1:`port`."""
+    return [sys.executable, "-m", f"{PACKAGE}.kit.command", "--host", "127.0.0.1", "--port", str(port)]
 
 
 @dataclass
@@ -117,13 +122,13 @@ def start_server(
     cwd: Path | None = None,
     timeout: float = 90.0,
 ) -> LiveServer:
-    """Start `command` (default: the Rooms server) on `port` (default: a free one), logging to `log_dir`.
+    """Start `command` (default: this package's server) on `port` (default: a free one), logging to `log_dir`.
 
     With `wait`, returns once `/health` answers 200; a server that exits or never answers is
     killed and reported with its log. `env` is added to this process's environment.
     """
     port = port or free_port()
-    command = list(command or rooms_server_command(port))
+    command = list(command or server_command(port))
     log_path = log_dir / f"server-{port}-{time.monotonic_ns()}.log"
     process_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     started = time.perf_counter()
@@ -166,3 +171,24 @@ class ServerFactory:
         for server in self.servers:
             if not server.stopped:
                 server.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path, pytestconfig: pytest.Config) -> Iterator[ServerFactory]:
+    """Start servers with custom commands or settings; all are stopped after the test."""
+    factory = ServerFactory(tmp_path, cwd=pytestconfig.rootpath)
+    yield factory
+    factory.stop_all()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[LiveServer]:
+    """One default server (`MAX_CONCURRENT_ENVS` at its default) shared by the session."""
+    factory = ServerFactory(tmp_path_factory.mktemp("live-server"), cwd=pytestconfig.rootpath)
+    yield factory()
+    factory.stop_all()
+
+
+@pytest.fixture
+def base_url(live_server: LiveServer) -> str:
+    return live_server.url
