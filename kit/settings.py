@@ -23,6 +23,8 @@ PREFIX = f"{__name__.split('.')[0].upper()}_"
 # TRL's AsyncGRPO keeps 128 rollouts in flight: 512 runs it with 4x headroom. An idle session costs
 # 20-40 KB of server memory (docs/performance.md): 512 of them, about 20 MB.
 DEFAULT_MAX_CONCURRENT_ENVS = 512
+# Longer than a trainer's model thinks between two steps, short enough to free an abandoned slot in minutes.
+DEFAULT_SESSION_TIMEOUT_S = 600.0
 # uvicorn's own default for both: a peer that vanished frees its session within their sum.
 DEFAULT_WS_PING_S = 20.0
 # Room for a 1 MiB string field however it is escaped (12 bytes per character at most, a surrogate
@@ -43,8 +45,12 @@ class Settings:
     """What the server is configured with; `Settings.from_env()` reads it from the environment."""
 
     max_concurrent_envs: int = DEFAULT_MAX_CONCURRENT_ENVS
-    session_timeout_s: float | None = None
+    session_timeout_s: float = DEFAULT_SESSION_TIMEOUT_S
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    header_timeout_s: float = 10.0
+    max_header_bytes: int = 65536
+    max_json_depth: int = 64
+    max_json_items: int = 100_000
     enable_web_interface: bool = False
     host: str = "0.0.0.0"
     port: int = 8000
@@ -61,11 +67,14 @@ class Settings:
         and `<PREFIX>MAX_PAYLOAD_BYTES`, `<PREFIX>WS_PING_INTERVAL_S`, `<PREFIX>WS_PING_TIMEOUT_S`,
         `<PREFIX>API_TOKEN` (or `<PREFIX>API_TOKEN_FILE`), `<PREFIX>ALLOWED_ORIGINS`;
         raise `SettingsError` for a bad value."""
-        timeout = environ.get("SESSION_TIMEOUT_S", "")
         return cls(
             max_concurrent_envs=positive(environ, "MAX_CONCURRENT_ENVS", int, cls.max_concurrent_envs),
-            session_timeout_s=positive(environ, "SESSION_TIMEOUT_S", float, 0.0) if timeout else None,
+            session_timeout_s=positive(environ, "SESSION_TIMEOUT_S", float, cls.session_timeout_s),
             max_payload_bytes=positive(environ, f"{PREFIX}MAX_PAYLOAD_BYTES", int, cls.max_payload_bytes),
+            header_timeout_s=positive(environ, f"{PREFIX}HEADER_TIMEOUT_S", float, cls.header_timeout_s),
+            max_header_bytes=positive(environ, f"{PREFIX}MAX_HEADER_BYTES", int, cls.max_header_bytes),
+            max_json_depth=positive(environ, f"{PREFIX}MAX_JSON_DEPTH", int, cls.max_json_depth),
+            max_json_items=positive(environ, f"{PREFIX}MAX_JSON_ITEMS", int, cls.max_json_items),
             enable_web_interface=flag(environ, "ENABLE_WEB_INTERFACE"),
             host=environ.get("HOST", cls.host),
             port=port(environ, "PORT", cls.port),

@@ -42,7 +42,9 @@ def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
 def test_capacity_counts_open_sessions_and_frees_them_on_close(shared_server: SharedServers) -> None:
     server = shared_server(env={"MAX_CONCURRENT_ENVS": "3"})
     idle = capacity(server)
-    assert idle == {"active_sessions": 0, "max_sessions": 3, "free_slots": 3, "pid": idle["pid"]}
+    by_door = {"ws": 0, "mcp-openenv": 0, "mcp-standard": 0}
+    this = {"active_sessions": 0, "max_sessions": 3, "free_slots": 3, "by_door": by_door, "pid": idle["pid"]}
+    assert idle == {**this, "workers": [this]}
     assert isinstance(idle["pid"], int) and idle["pid"] > 0
 
     with ExitStack() as sessions:
@@ -62,7 +64,8 @@ def test_capacity_reports_no_free_slot_at_the_limit(shared_server: SharedServers
     with connect(server.ws_url) as first:
         first.send(RESET)
         first.recv(timeout=10)
-        assert capacity(server) | {"pid": 0} == {"active_sessions": 1, "max_sessions": 1, "free_slots": 0, "pid": 0}
+        reported = capacity(server)
+        assert (reported["active_sessions"], reported["max_sessions"], reported["free_slots"]) == (1, 1, 0)
         with connect(server.ws_url) as refused:
             assert json.loads(refused.recv(timeout=10))["data"]["code"] == "CAPACITY_REACHED"
         assert capacity(server)["active_sessions"] == 1

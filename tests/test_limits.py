@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosedError
 from websockets.sync.client import ClientConnection, connect
 
 from rooms import RoomsAction, RoomsEnv
-from rooms.kit.limits import frame_problem
+from rooms.kit.limits import ClientLimits, JsonBounds
 from rooms.kit.settings import Settings
 from tests.conftest import ROOT, LiveServer, ServerFactory, SharedServers, console_script
 
@@ -77,8 +77,9 @@ def test_malformed_ws_frames_get_a_typed_error_and_nothing_is_lost(
 
 
 def test_frame_problem_lets_ordinary_frames_through_unparsed() -> None:
-    assert frame_problem('{"type": "step", "data": {"message": "[[[["}}') is None
-    assert frame_problem("  {") is None  # broken JSON is left to OpenEnv's INVALID_JSON answer
+    limits = ClientLimits(app=None, max_body_bytes=MAX_PAYLOAD_BYTES, bounds=JsonBounds(64, 100_000))  # type: ignore[arg-type]
+    assert limits.frame_problem('{"type": "step", "data": {"message": "[[[[' + "[" * 500 + '"}}') is None
+    assert limits.frame_problem("  {") is None  # broken JSON is left to OpenEnv's INVALID_JSON answer
 
 
 @pytest.mark.parametrize(

@@ -63,11 +63,17 @@ def test_wheel_does_not_require_the_benchmark_dependencies(wheel: Path) -> None:
 
 
 def test_readme_project_structure_lists_every_shipped_file(wheel: Path) -> None:
+    """README's Project Structure lists the environment's files; kit/README.md's table, the kit's."""
     [layout] = readme_blocks("layout")
     listed = set(layout_paths(layout))
+    kit_listed = set(re.findall(r"^\| `([\w.]+)` \|", (ROOT / "kit" / "README.md").read_text(), re.MULTILINE))
+    assert "kit/" in listed
     for name in packaged_files(wheel):
         path = name.removeprefix("rooms/")
-        assert path in listed, f"the wheel ships {name}; README's Project Structure does not list {path}"
+        if path.startswith("kit/"):
+            assert path.removeprefix("kit/") in kit_listed | {"__init__.py", "README.md"}, f"kit/README.md: {path}"
+        else:
+            assert path in listed, f"the wheel ships {name}; README's Project Structure does not list {path}"
 
 
 def test_every_module_in_the_wheel_is_checked_for_private_api_use(wheel: Path) -> None:

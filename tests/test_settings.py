@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from rooms.kit.settings import DEFAULT_MAX_CONCURRENT_ENVS, DEFAULT_MAX_PAYLOAD_BYTES, Settings, SettingsError
+from rooms.kit.settings import (
+    DEFAULT_MAX_CONCURRENT_ENVS,
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_SESSION_TIMEOUT_S,
+    Settings,
+    SettingsError,
+)
 from tests.conftest import ServerFactory
 
 
 def test_defaults_when_nothing_is_set() -> None:
     assert Settings.from_env({}) == Settings(
         max_concurrent_envs=DEFAULT_MAX_CONCURRENT_ENVS,
-        session_timeout_s=None,
+        session_timeout_s=DEFAULT_SESSION_TIMEOUT_S,
         max_payload_bytes=DEFAULT_MAX_PAYLOAD_BYTES,
         enable_web_interface=False,
         host="0.0.0.0",
@@ -28,7 +34,15 @@ def test_every_variable_is_read() -> None:
         "HOST": "127.0.0.1",
         "PORT": "8123",
     }
-    assert Settings.from_env(environ) == Settings(7, 2.5, 100, True, "127.0.0.1", 8123)
+    expected = Settings(
+        max_concurrent_envs=7,
+        session_timeout_s=2.5,
+        max_payload_bytes=100,
+        enable_web_interface=True,
+        host="127.0.0.1",
+        port=8123,
+    )
+    assert Settings.from_env(environ) == expected
 
 
 def test_the_default_payload_bound_holds_a_longest_message_however_escaped() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import requests
 from playwright.sync_api import Browser, Dialog, Page
 
 from tests.conftest import LiveServer, ServerFactory, SharedServers, console_script, free_port
@@ -69,3 +70,26 @@ def test_swagger_ui_loads(page: Page, web_server: LiveServer) -> None:
     body = page.locator("body").inner_text()
     for path in ("/reset", "/step", "/state", "/health", "/schema", "/metadata"):
         assert path in body
+
+
+def test_two_visitors_play_episodes_of_their_own_and_see_only_their_own_log(
+    browser: Browser, web_server: LiveServer
+) -> None:
+    visitors = [browser.new_context().new_page() for _ in range(2)]
+    for page in visitors:
+        page.goto(f"{web_server.url}/web/", wait_until="domcontentloaded")
+        page.get_by_text("Connected: your own session.").wait_for(timeout=30_000)
+    first, second = visitors
+    for message in ("alpha", "beta"):
+        first.get_by_role("textbox").fill(message)
+        first.get_by_role("button", name="Run step").click()
+        first.get_by_text(f"reward {len(message) / 10}").wait_for(timeout=30_000)
+    second.get_by_role("textbox").fill("gamma!")
+    second.get_by_role("button", name="Run step").click()
+    second.get_by_text("reward 0.6").wait_for(timeout=30_000)
+    second.get_by_role("button", name="State").click()
+    second.get_by_text('"step_count":1').wait_for(timeout=30_000)  # its own episode: one step
+
+    assert "alpha" not in second.locator("#log").inner_text()
+    assert "gamma!" not in first.locator("#log").inner_text()
+    assert requests.get(f"{web_server.url}/capacity", timeout=10).json()["by_door"]["ws"] == 2
