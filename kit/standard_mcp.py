@@ -101,6 +101,7 @@ class StandardMcp:
         # Sessions are admitted, counted and ended by idleness in sessions.py: none of the manager's own bounds.
         return StreamableHTTPSessionManager(
             app=self.server(),
+            json_response=True,  # a call is answered with its JSON, not an event stream of one event
             session_idle_timeout=None,
             max_request_body_size=self.max_body_bytes,
             max_sessions=None,

@@ -142,6 +142,21 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedSe
     factory.stop_all()
 
 
+@pytest.fixture(scope="session")
+def two_worker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """`server --workers 2`, once both workers have started, shared by the run."""
+    factory = ServerFactory(tmp_path_factory.mktemp("two-workers"), cwd=ROOT)
+    port = free_port()
+    command = [console_script("server"), "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+    server = factory(command=command, port=port)
+    deadline = time.monotonic() + 120
+    while server.log().count("Application startup complete.") < 2:
+        assert time.monotonic() < deadline, f"the two workers did not start:\n{server.log()}"
+        time.sleep(0.1)
+    yield server
+    factory.stop_all()
+
+
 @contextmanager
 def websockets_server(handler: Callable[..., Any], port: int, **options: Any) -> Iterator[None]:
     """Serve `handler` on 127.0.0.1:`port` with websockets' asyncio server, in a background thread."""

@@ -84,9 +84,12 @@ def test_readme_starts_with_the_space_card_then_the_two_commands() -> None:
 
 
 @pytest.mark.parametrize("block", readme_blocks("live-server"), ids=block_id)
-def test_live_server_block(block: Block, live_server: LiveServer) -> None:
+def test_live_server_block(block: Block, live_server: LiveServer, two_worker_server: LiveServer) -> None:
+    """Each block against the default server; those of MCP against `server --workers 2`, whose workers
+    hand each other their sessions' requests."""
     assert "http://localhost:8000" in block.code
-    stdout = run_python(block.code.replace("http://localhost:8000", live_server.url))
+    server = two_worker_server if "/mcp" in block.code or "MCPToolClient" in block.code else live_server
+    stdout = run_python(block.code.replace("http://localhost:8000", server.url))
     assert_prints_what_it_promises(block, stdout)
 
 
