@@ -161,15 +161,17 @@ class StandardMcpDoor:
         tagged = Headers(scope=scope).get(SESSION_HEADER)
         if tagged is None and scope["method"] == "POST":
             await self.open(scope, receive, send)
-        elif tagged is None:
-            await self.standard(scope, receive, tagging(send, self.workers.pid))
             return
+        if tagged is None:
+            await self.standard(scope, receive, await self.tagging(send))
+            return
+        replica, worker, session_id = self.workers.owner(tagged)
+        if not await self.workers.is_this_replica(replica):
+            await self.hand_over(scope, receive, send, replica=replica)
+        elif worker is not None and worker != self.workers.pid:
+            await self.hand_over(scope, receive, send, worker=worker)
         else:
-            owner, _, session_id = tagged.partition(".")
-            if owner != str(self.workers.pid) and owner.isdigit():
-                await self.hand_over(int(owner), scope, receive, send)
-            else:
-                await self.serve(session_id, with_session_header(scope, session_id), receive, send)
+            await self.serve(session_id, with_session_header(scope, session_id), receive, send)
 
     async def open(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A request that may open a session (`initialize`): admitted first, named from the answer's header."""
@@ -179,7 +181,7 @@ class StandardMcpDoor:
             return
         answer: dict[str, Any] = {}
         try:
-            await self.standard(scope, receive, watching(tagging(send, self.workers.pid), answer))
+            await self.standard(scope, receive, watching(await self.tagging(send), answer))
         finally:
             opened = answer.get("session_id")
             if answer.get("status", 500) < 400 and isinstance(opened, str):
@@ -190,7 +192,7 @@ class StandardMcpDoor:
     async def serve(self, session_id: str, scope: Scope, receive: Receive, send: Send) -> None:
         """A request of an open session: marks it used, and its end when it ends it."""
         session = self.sessions.find(Door.MCP_STANDARD, session_id)
-        send = tagging(send, self.workers.pid)
+        send = await self.tagging(send)
         if session is None:  # not a session this worker holds (ended, or never opened): the transport says 404
             await self.standard(scope, receive, send)
             return
@@ -207,14 +209,33 @@ class StandardMcpDoor:
             if deleted or answer.get("status") == 404:
                 self.sessions.release(session)
 
-    async def hand_over(self, owner: int, scope: Scope, receive: Receive, send: Send) -> None:
-        """A request for worker `owner`'s session, answered by that worker; 404 if it is gone."""
+    async def hand_over(
+        self, scope: Scope, receive: Receive, send: Send, *, replica: str | None = None, worker: int | None = None
+    ) -> None:
+        """A request for another replica's or worker's session, answered by its owner; 404 if it is gone."""
         body = b""
         if scope["method"] == "POST":
             message = await receive()  # the bounds (limits.py) read the whole body already: one message
             body = message.get("body", b"")
-        if not await self.workers.forward(owner, scope, body, send):
+        if replica is not None:
+            reached = await self.workers.forward_to_replica(replica, scope, body, send)
+        else:
+            reached = worker is not None and await self.workers.forward(worker, scope, body, send)
+        if not reached:
             await refuse(send, 404, "Session not found", code=-32600)
+
+    async def tagging(self, send: Send) -> Send:
+        """`send` whose `Mcp-Session-Id` headers name this worker (and replica)."""
+        name = SESSION_HEADER.encode()
+        prefix = (await self.workers.tag("")).encode()
+
+        async def send_tagged(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, prefix + v if k.lower() == name else v) for k, v in message.get("headers", [])]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return send_tagged
 
     async def terminating(self, session: Session, reason: str) -> None:
         """End an idle session as its client's DELETE would: the transport forgets it, its id answers 404."""
@@ -227,19 +248,6 @@ def with_session_header(scope: Scope, session_id: str) -> Scope:
     """`scope` whose `Mcp-Session-Id` is the transport's own id (without the worker's pid)."""
     headers = [(k, v) for k, v in scope["headers"] if k != SESSION_HEADER.encode()]
     return {**scope, "headers": [*headers, (SESSION_HEADER.encode(), session_id.encode())]}
-
-
-def tagging(send: Send, pid: int) -> Send:
-    """`send` whose `Mcp-Session-Id` headers name this worker (`<pid>.<id>`)."""
-    name = SESSION_HEADER.encode()
-
-    async def send_tagged(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            headers = [(k, b"%d.%s" % (pid, v) if k.lower() == name else v) for k, v in message.get("headers", [])]
-            message = {**message, "headers": headers}
-        await send(message)
-
-    return send_tagged
 
 
 def watching(send: Send, answer: dict[str, Any]) -> Send:

@@ -1,4 +1,4 @@
-"""Workers of one server that reach each other: `server --workers N`.
+"""Workers of one server, and replicas of one service, that reach each other.
 
 uvicorn's workers share the listening socket, and the kernel gives each new connection to
 any of them, so the requests of one standard MCP session (a client's separate HTTP requests)
@@ -7,6 +7,12 @@ own in the server's run directory (`<PREFIX>RUN_DIR`, made by the `server` comma
 MCP sessions with its pid (`<pid>.<id>`), and hands a request for another worker's session to
 that worker over its socket. A worker that died takes only its own sessions: their requests get
 404 "Session not found", as the MCP specification has it, and their clients initialize anew.
+
+Replicas behind one address (a Swarm service's routing mesh, a load balancer without
+affinity) do the same between them when `<PREFIX>PEERS` is the DNS name of all replicas
+(`tasks.<service>` in Swarm): session ids then also name the replica (`<address>.<pid>.<id>`,
+its address in hex), and a replica hands a request for another's session to that replica's
+address, only if it is one the name resolves to.
 
 Requests that come in over a worker's socket were checked by the worker that took them
 (access, bounds); the socket's directory is the server user's alone.
@@ -17,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,6 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .settings import PREFIX
 
 RUN_DIR_SETTING = f"{PREFIX}RUN_DIR"
+PEERS_SETTING = f"{PREFIX}PEERS"
 FORWARDED = "forwarded-by-worker"  # the ASGI scope extension marking a request another worker handed over
 HOP_HEADERS = frozenset({b"host", b"connection", b"keep-alive", b"transfer-encoding", b"content-length"})
 
@@ -37,15 +45,38 @@ HOP_HEADERS = frozenset({b"host", b"connection", b"keep-alive", b"transfer-encod
 class Workers:
     """This worker and its peers, found by their sockets in the run directory."""
 
-    def __init__(self, run_dir: Path | None) -> None:
+    def __init__(self, run_dir: Path | None, peers: str | None = None) -> None:
         self.run_dir = run_dir
         self.pid = os.getpid()
         self.clients: dict[int, httpx.AsyncClient] = {}
+        self.replicas = Replicas(peers) if peers else None
 
     @classmethod
     def from_env(cls) -> Workers:
         run_dir = os.environ.get(RUN_DIR_SETTING)
-        return cls(Path(run_dir) if run_dir else None)
+        return cls(Path(run_dir) if run_dir else None, os.environ.get(PEERS_SETTING) or None)
+
+    async def tag(self, session_id: str) -> str:
+        """`session_id` named after this worker (and replica): what its clients are given."""
+        replica = await self.replicas.own() if self.replicas is not None else None
+        return f"{replica}.{self.pid}.{session_id}" if replica else f"{self.pid}.{session_id}"
+
+    @staticmethod
+    def owner(tagged: str) -> tuple[str | None, int | None, str]:
+        """The replica (hex address; None: no replica named) and the worker pid a tagged id names, and the
+        transport's own id; `(None, None, tagged)` for an id that is no tag of ours."""
+        parts = tagged.split(".")
+        if len(parts) == 3 and parts[1].isdigit():
+            return parts[0], int(parts[1]), parts[2]
+        if len(parts) == 2 and parts[0].isdigit():
+            return None, int(parts[0]), parts[1]
+        return None, None, tagged
+
+    async def is_this_replica(self, replica: str | None) -> bool:
+        """Whether sessions of `replica` are this replica's (any, when the server has no peers)."""
+        if replica is None or self.replicas is None:
+            return True
+        return replica == await self.replicas.own()
 
     def socket(self, pid: int) -> Path | None:
         return self.run_dir / f"worker-{pid}.sock" if self.run_dir is not None else None
@@ -103,27 +134,18 @@ class Workers:
         client = self.client(pid)
         if client is None:
             return False
-        request = client.build_request(
-            scope["method"],
-            scope["path"],
-            params=scope.get("query_string", b"").decode("latin-1") or None,
-            headers=[(k, v) for k, v in scope["headers"] if k not in HOP_HEADERS],
-            content=body,
-        )
-        try:
-            response = await client.send(request, stream=True)
-        except (httpx.ConnectError, httpx.RemoteProtocolError):
+        if not await relay(client, scope, body, send):
             self.forget(pid)
             return False
-        try:
-            headers = [(k, v) for k, v in response.headers.raw if k.lower() not in HOP_HEADERS]
-            await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-            async for chunk in response.aiter_raw():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            await response.aclose()
         return True
+
+    async def forward_to_replica(self, replica: str, scope: Scope, body: bytes, send: Send) -> bool:
+        """Hand the request to replica `replica` (hex address); False if it is none of the peers, or gone."""
+        if self.replicas is None:
+            return False
+        server = scope.get("server")
+        client = await self.replicas.client(replica, server[1] if server else 8000)
+        return client is not None and await relay(client, scope, body, send)
 
     async def ask_each(self, path: str) -> list[tuple[int, Any]]:
         """GET `path` of every peer; their JSON answers by pid (a peer that does not answer is left out)."""
@@ -137,6 +159,65 @@ class Workers:
             except (httpx.HTTPError, ValueError):
                 self.forget(pid)
         return answers
+
+
+async def relay(client: httpx.AsyncClient, scope: Scope, body: bytes, send: Send) -> bool:
+    """Send the request to `client`'s server and stream its answer back; False if it could not be reached."""
+    request = client.build_request(
+        scope["method"],
+        scope["path"],
+        params=scope.get("query_string", b"").decode("latin-1") or None,
+        headers=[(k, v) for k, v in scope["headers"] if k not in HOP_HEADERS],
+        content=body,
+    )
+    try:
+        response = await client.send(request, stream=True)
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError):
+        return False
+    try:
+        headers = [(k, v) for k, v in response.headers.raw if k.lower() not in HOP_HEADERS]
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        async for chunk in response.aiter_raw():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        await response.aclose()
+    return True
+
+
+class Replicas:
+    """The replicas a DNS name resolves to, and which of them is this one."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.own_address: str | None = None
+        self.clients: dict[str, httpx.AsyncClient] = {}
+
+    async def addresses(self) -> set[str]:
+        """The replicas' addresses, each in hex (IPv4), as the name resolves now."""
+        try:
+            found = await anyio.getaddrinfo(self.name, None, family=socket.AF_INET, type=socket.SOCK_STREAM)
+        except OSError:
+            return set()
+        return {socket.inet_aton(str(entry[4][0])).hex() for entry in found}
+
+    async def own(self) -> str | None:
+        """This replica's address (hex): the one of the name's that is an address of this machine."""
+        if self.own_address is None:
+            for address in await self.addresses():
+                with socket.socket() as probe, contextlib.suppress(OSError):
+                    probe.bind((socket.inet_ntoa(bytes.fromhex(address)), 0))
+                    self.own_address = address
+        return self.own_address
+
+    async def client(self, address: str, port: int) -> httpx.AsyncClient | None:
+        """An HTTP client of replica `address`, if the name still resolves to it."""
+        if address not in await self.addresses():
+            return None
+        if address not in self.clients:
+            host = socket.inet_ntoa(bytes.fromhex(address))
+            self.clients[address] = httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=None)
+        return self.clients[address]
 
 
 class TrustedPeer:
@@ -170,4 +251,4 @@ class PeerServer(uvicorn.Server):
         yield
 
 
-__all__ = ["RUN_DIR_SETTING", "Workers", "forwarded"]
+__all__ = ["PEERS_SETTING", "RUN_DIR_SETTING", "Workers", "forwarded"]

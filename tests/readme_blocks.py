@@ -37,6 +37,8 @@ KINDS = {
     "docker": "run by the container tests (tests/test_docker.py)",
     "hub": "run up to the network boundary (tests/test_docker.py, tests/test_openenv_tooling.py)",
     "swarm": "run by tests/test_swarm.py on a single-node swarm (its stack name and replica addresses substituted)",
+    "haproxy": "run by tests/test_mcp_workers.py with Debian's haproxy in front of two servers (their addresses, "
+    "and a free port for :8000, substituted)",
     "swarm-host": "needs a normal Docker host (the routing mesh) or several machines; tests/test_swarm.py runs "
     "the DockerSwarmProvider block where the mesh answers",
     "trl-smoke": "run as written against a live server (localhost:8000 replaced) by tests/test_trl_example.py",

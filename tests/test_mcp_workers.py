@@ -504,3 +504,40 @@ def test_inspector2_cli_passes_the_token_with_header(token_server: Server, tmp_p
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert json.loads(done.stdout)["structuredContent"]["metadata"]["step"] == 1
+
+
+def test_the_documented_haproxy_affinity_keeps_each_session_on_its_server(tmp_path: Path) -> None:
+    """docs/scaling-out.md's HAProxy configuration in front of two 1-worker servers that know nothing of each
+    other, each request on a connection of its own: every session stays on the server that opened it."""
+    from tests.readme_blocks import readme_blocks
+
+    haproxy = shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
+    require(haproxy is not None, "needs HAProxy: as root, `apt-get install haproxy`")
+    assert haproxy is not None
+    [block] = readme_blocks("haproxy")
+    with running_server(tmp_path, workers=1) as first, running_server(tmp_path, workers=1) as second:
+        port = free_port()
+        config = block.code.replace("bind :8000", f"bind 127.0.0.1:{port}")
+        config = config.replace("10.0.0.11:8000", first.url.removeprefix("http://"))
+        config = config.replace("10.0.0.12:8000", second.url.removeprefix("http://"))
+        (tmp_path / "haproxy.cfg").write_text(config)
+        proxy = subprocess.Popen([haproxy, "-db", "-f", str(tmp_path / "haproxy.cfg")], stderr=subprocess.PIPE)
+        try:
+            url = f"http://127.0.0.1:{port}/mcp"
+            deadline = time.monotonic() + 30
+            while not answers(f"http://127.0.0.1:{port}/health"):
+                assert time.monotonic() < deadline, "HAProxy did not answer"
+                time.sleep(0.1)
+            failures = asyncio.run(python_sessions(url, 6, concurrent=False, headers={"Connection": "close"}))
+            assert failures == []
+            assert {capacity(first)["by_door"]["mcp-standard"], capacity(second)["by_door"]["mcp-standard"]} == {0}
+        finally:
+            proxy.kill()
+            proxy.wait(timeout=10)
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False

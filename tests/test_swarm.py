@@ -241,6 +241,60 @@ def test_readme_round_robin_pattern_spreads_sessions(stack: Stack, monkeypatch: 
     assert_prints_what_it_promises(block, run_python(code))
 
 
+MCP_HEADERS = {**HEADERS, "Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+def mcp_post(url: str, message: dict[str, Any], session_id: str | None = None) -> requests.Response:
+    """One standard MCP request to `url`/mcp, on a connection of its own."""
+    headers = {**MCP_HEADERS, **({"Mcp-Session-Id": session_id} if session_id else {})}
+    return requests.post(f"{url}/mcp", json=message, headers=headers, timeout=30)
+
+
+def echo_call(number: int, message: str) -> dict[str, Any]:
+    arguments = {"name": "echo", "arguments": {"message": message}}
+    return {"jsonrpc": "2.0", "id": number, "method": "tools/call", "params": arguments}
+
+
+def test_a_standard_mcp_session_works_whichever_replica_each_request_reaches(stack: Stack) -> None:
+    """As behind the routing mesh or a load balancer without affinity: a session opened on one replica,
+    its calls sent to the other, which hands them to the first (ROOMS_PEERS in the stack file)."""
+    first, second = stack.urls
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}},
+    }
+    opened = mcp_post(first, initialize)
+    assert opened.status_code == 200, opened.text
+    session_id = opened.headers["mcp-session-id"]
+    assert mcp_post(second, {"jsonrpc": "2.0", "method": "notifications/initialized"}, session_id).status_code == 202
+    steps = []
+    for number, url in enumerate([second, first, second], start=1):
+        answer = mcp_post(url, echo_call(number, "hello"), session_id).json()
+        steps.append(answer["result"]["structuredContent"]["metadata"]["step"])
+    assert steps == [1, 2, 3]  # one environment, on the replica that opened the session
+    deleted = requests.delete(f"{second}/mcp", headers={**MCP_HEADERS, "Mcp-Session-Id": session_id}, timeout=30)
+    assert deleted.status_code == 200
+    assert mcp_post(first, echo_call(9, "gone"), session_id).status_code == 404
+
+
+async def test_the_mcp_sdk_runs_a_session_on_each_replica(stack: Stack) -> None:
+    import httpx
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    for url in stack.urls:
+        async with (
+            httpx.AsyncClient(headers=HEADERS, timeout=httpx.Timeout(30, read=300)) as http,
+            streamable_http_client(f"{url}/mcp", http_client=http) as (read, write, _),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            results = [await session.call_tool("echo", {"message": "hi"}) for _ in range(2)]
+            assert [r.structuredContent["metadata"]["step"] for r in results if r.structuredContent] == [1, 2]
+
+
 def with_token_file(args: list[str], token_file: Path) -> list[str]:
     """`rooms-bench failover` arguments with `--token-file` naming the stack's token file."""
     if "--token-file" in args:
