@@ -10,7 +10,6 @@ import asyncio
 import html
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 import requests
@@ -27,21 +26,20 @@ import requests
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
+from rooms.kit.settings import Settings
 from rooms.kit.testing import (  # noqa: F401  (fixtures, registered by importing them)
     LiveServer,
     ServerFactory,
-    base_url,
     console_script,
     free_port,
-    live_server,
     server_factory,
     start_server,
     wait_until_healthy,
 )
 
 __all__ = [
-    "ROOT", "LiveServer", "ServerFactory", "SharedServers", "console_script", "free_port", "require", "start_server",
-    "wait_until_healthy", "websockets_server",
+    "ROOT", "InProcessServer", "LiveServer", "Served", "ServerFactory", "SharedServers", "console_script",
+    "free_port", "require", "start_server", "wait_until_healthy", "websockets_server",
 ]  # fmt: skip
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,32 +95,94 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=schedule)
 
 
-class SharedServers:
-    """Rooms servers shared by the tests of a run (of one pytest-xdist worker): one per distinct settings.
+class Served(Protocol):
+    """A running server, in this process or another."""
 
-    A test that needs a server with some settings, and neither stops it nor looks at its start, takes it
-    from here. It gets it holding no session, as a new one would: a server still holding sessions a few
-    seconds after the previous test ended, or gone, is replaced.
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def ws_url(self) -> str: ...
+
+
+class InProcessServer:
+    """The app of `create_app(settings)` served by uvicorn in a thread of the test process, on a free port: the
+    server as the tests of the app, the clients and the doors need it, without a process to start. (Tests of
+    the process itself, its workers, signals, imports or log, start the `server` command: `server_factory`.)"""
+
+    def __init__(self, settings: Settings) -> None:
+        import uvicorn
+
+        from rooms import RoomsAction, RoomsObservation
+        from rooms.kit.application import create_app
+        from rooms.server.rooms_environment import RoomsEnvironment
+
+        self.settings = settings
+        self.port = free_port()
+        app = create_app(RoomsEnvironment, RoomsAction, RoomsObservation, settings=settings)
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            ws="websockets-sansio",
+            ws_max_size=settings.max_payload_bytes,
+            ws_per_message_deflate=False,
+            ws_ping_interval=settings.ws_ping_interval_s,
+            ws_ping_timeout=settings.ws_ping_timeout_s,
+            log_level="warning",
+            timeout_graceful_shutdown=3,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "the in-process server did not start"
+            time.sleep(0.01)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+def settings_with(env: dict[str, str] | None) -> Settings:
+    """The settings of a server whose environment adds `env` to this process's (the tests' own settings are
+    not a server's: only `env` counts)."""
+    return Settings.from_env(env or {})
+
+
+class SharedServers:
+    """In-process Rooms servers shared by the tests of a run (of one pytest-xdist worker): one per distinct
+    settings. A test that needs a server with some settings, and does not stop it, takes it from here. It
+    gets it holding no session, as a new one would: a server still holding sessions a few seconds after the
+    previous test ended is replaced.
     """
 
     IDLE_WITHIN_S = 10.0
 
-    def __init__(self, factory: ServerFactory) -> None:
-        self.factory = factory
-        self.servers: dict[frozenset[tuple[str, str]], LiveServer] = {}
+    def __init__(self) -> None:
+        self.servers: dict[frozenset[tuple[str, str]], InProcessServer] = {}
 
-    def __call__(self, env: dict[str, str] | None = None) -> LiveServer:
+    def __call__(self, env: dict[str, str] | None = None) -> InProcessServer:
         key = frozenset((env or {}).items())
         server = self.servers.get(key)
         if server is None or not self.becomes_idle(server):
             if server is not None:
-                server.stop(signal.SIGKILL)
-            server = self.servers[key] = self.factory(env=env)
+                server.stop()
+            server = self.servers[key] = InProcessServer(settings_with(env))
         return server
 
-    def becomes_idle(self, server: LiveServer) -> bool:
+    def becomes_idle(self, server: InProcessServer) -> bool:
         deadline = time.monotonic() + self.IDLE_WITHIN_S
-        while server.process.poll() is None:
+        while server.thread.is_alive():
             try:
                 if requests.get(f"{server.url}/capacity", timeout=5).json()["active_sessions"] == 0:
                     return True
@@ -133,13 +193,28 @@ class SharedServers:
             time.sleep(0.05)
         return False
 
+    def stop_all(self) -> None:
+        for server in self.servers.values():
+            server.stop()
+
 
 @pytest.fixture(scope="session")
-def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedServers]:
-    """`shared_server(env)`: a running Rooms server with `env` added to its environment, shared by the run."""
-    factory = ServerFactory(tmp_path_factory.mktemp("shared-servers"), cwd=ROOT)
-    yield SharedServers(factory)
-    factory.stop_all()
+def shared_server() -> Iterator[SharedServers]:
+    """`shared_server(env)`: a running in-process Rooms server with the settings `env` gives, shared by the run."""
+    servers = SharedServers()
+    yield servers
+    servers.stop_all()
+
+
+@pytest.fixture(scope="session")
+def live_server(shared_server: SharedServers) -> InProcessServer:
+    """One default server, in process, shared by the run."""
+    return shared_server()
+
+
+@pytest.fixture
+def base_url(live_server: InProcessServer) -> str:
+    return live_server.url
 
 
 @pytest.fixture(scope="session")

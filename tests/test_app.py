@@ -10,7 +10,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from tests.conftest import (
     ROOT,
-    LiveServer,
+    InProcessServer,
     ServerFactory,
     SharedServers,
     assert_web_interface_shows_the_description,
@@ -77,7 +77,7 @@ def test_http_step_rejects_bad_actions_with_details(base_url: str, body: dict[st
     assert problem in response.text
 
 
-def test_ws_session_keeps_its_episode(live_server: LiveServer) -> None:
+def test_ws_session_keeps_its_episode(live_server: InProcessServer) -> None:
     with connect(live_server.ws_url) as ws:
         assert ws_exchange(ws, {"type": "reset", "data": {"episode_id": "ws-1"}})["type"] == "observation"
         step = ws_exchange(ws, {"type": "step", "data": {"message": "Hello, World!"}})
@@ -97,7 +97,7 @@ def test_ws_session_keeps_its_episode(live_server: LiveServer) -> None:
     ],
 )
 def test_ws_bad_frames_get_typed_errors_and_the_session_goes_on(
-    live_server: LiveServer, frame: str | dict[str, Any], code: str, says: str
+    live_server: InProcessServer, frame: str | dict[str, Any], code: str, says: str
 ) -> None:
     with connect(live_server.ws_url) as ws:
         ws_exchange(ws, {"type": "reset", "data": {"episode_id": "before"}})
@@ -186,7 +186,7 @@ def test_web_interface_is_off_by_default(base_url: str) -> None:
     assert requests.get(f"{base_url}/web/").status_code == 404
 
 
-def test_server_script_does_not_compress_websocket_frames(live_server: LiveServer) -> None:
+def test_server_script_does_not_compress_websocket_frames(live_server: InProcessServer) -> None:
     with connect(live_server.ws_url) as ws:  # the client offers permessage-deflate
         assert ws.response is not None
         assert ws.response.headers.get("Sec-WebSocket-Extensions") is None

@@ -17,12 +17,12 @@ from websockets.sync.client import connect
 
 from rooms.kit.settings import DEFAULT_MAX_CONCURRENT_ENVS
 from rooms.kit.testing import LiveServer
-from tests.conftest import SharedServers
+from tests.conftest import Served, SharedServers
 
 RESET = json.dumps({"type": "reset", "data": {}})
 
 
-def capacity(server: LiveServer) -> dict[str, Any]:
+def capacity(server: Served) -> dict[str, Any]:
     response = requests.get(f"{server.url}/capacity", timeout=10)
     response.raise_for_status()
     payload: dict[str, Any] = response.json()

@@ -19,7 +19,7 @@ import pytest
 from websockets.sync.client import connect
 
 from rooms import RoomsAction, RoomsEnv
-from tests.conftest import LiveServer, SharedServers
+from tests.conftest import InProcessServer, SharedServers
 from tests.openenv_reference import LocalServerProvider, ReferenceEnv
 
 LIMIT = 3
@@ -45,7 +45,7 @@ def sessions_held(ws_url: str, limit: int = LIMIT, settle_s: float = 3.0) -> int
 
 
 @pytest.fixture
-def limited_server(shared_server: SharedServers) -> LiveServer:
+def limited_server(shared_server: SharedServers) -> InProcessServer:
     return shared_server(env={"MAX_CONCURRENT_ENVS": str(LIMIT)})
 
 
@@ -108,7 +108,7 @@ SESSION_SCRIPTS: dict[str, Callable[[type[Any], str], None]] = {
 
 
 @pytest.mark.parametrize("script", SESSION_SCRIPTS)
-def test_close_frees_every_session_it_opened(limited_server: LiveServer, script: str) -> None:
+def test_close_frees_every_session_it_opened(limited_server: InProcessServer, script: str) -> None:
     held: dict[str, int] = {}
     for name, client in CLIENTS.items():
         SESSION_SCRIPTS[script](client, limited_server.url)

@@ -20,7 +20,7 @@ from websockets.sync.client import ClientConnection, connect
 from rooms import RoomsAction, RoomsEnv
 from rooms.kit.limits import ClientLimits, JsonBounds
 from rooms.kit.settings import Settings
-from tests.conftest import ROOT, LiveServer, ServerFactory, SharedServers, console_script
+from tests.conftest import ROOT, InProcessServer, ServerFactory, SharedServers, console_script
 
 MAX_PAYLOAD_BYTES = Settings().max_payload_bytes
 
@@ -60,7 +60,7 @@ MALFORMED = [
 
 @pytest.mark.parametrize("frame, code, says", MALFORMED, ids=[repr(f)[:30] for f, _, _ in MALFORMED])
 def test_malformed_ws_frames_get_a_typed_error_and_nothing_is_lost(
-    live_server: LiveServer, frame: str | bytes, code: str, says: str
+    live_server: InProcessServer, frame: str | bytes, code: str, says: str
 ) -> None:
     with connect(live_server.ws_url) as bystander, connect(live_server.ws_url) as ws:
         exchange(bystander, json.dumps({"type": "reset", "data": {"episode_id": "bystander"}}))
@@ -99,7 +99,7 @@ def test_http_bad_bodies_get_4xx_with_details(base_url: str, body: object) -> No
     assert response.json()["detail"]
 
 
-def test_over_long_message_is_refused_on_both_transports(live_server: LiveServer) -> None:
+def test_over_long_message_is_refused_on_both_transports(live_server: InProcessServer) -> None:
     message = "x" * (1_048_576 + 1)
     response = requests.post(f"{live_server.url}/step", json={"action": {"message": message}}, timeout=30)
     assert response.status_code == 422
@@ -109,7 +109,7 @@ def test_over_long_message_is_refused_on_both_transports(live_server: LiveServer
     assert error["data"]["errors"][0]["msg"] == "String should have at most 1048576 characters"
 
 
-def test_longest_allowed_message_is_echoed(live_server: LiveServer) -> None:
+def test_longest_allowed_message_is_echoed(live_server: InProcessServer) -> None:
     message = "é" * 1_048_576
     with RoomsEnv(base_url=live_server.url) as env:
         result = env.step(RoomsAction(message=message))
@@ -205,7 +205,7 @@ def test_shutdown_with_open_sessions_is_prompt_and_clean(server_factory: ServerF
     assert "Finished server process" in server.log()
 
 
-def test_fuzzing_the_openapi_schema_finds_no_server_error(live_server: LiveServer, tmp_path: Path) -> None:
+def test_fuzzing_the_openapi_schema_finds_no_server_error(live_server: InProcessServer, tmp_path: Path) -> None:
     """schemathesis against the app's own /openapi.json (all phases, bounded): zero 5xx.
 
     It runs in a temporary directory: it writes its example database there, not in the checkout (where

@@ -14,10 +14,10 @@ from openenv.core.mcp_client import MCPToolClient
 from websockets.sync.client import ClientConnection, connect
 
 from rooms import RoomsAction, RoomsEnv
-from rooms.kit.testing import LiveServer
 from rooms.kit.tools import tool
 from rooms.models import MAX_MESSAGE_LENGTH
 from rooms.server.rooms_environment import RoomsEnvironment
+from tests.conftest import InProcessServer
 
 TOO_LONG = "a" * (MAX_MESSAGE_LENGTH + 1)
 # Each bad call, and what its error says.
@@ -37,12 +37,12 @@ def exchange(ws: ClientConnection, message: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-def open_environments(server: LiveServer) -> int:
+def open_environments(server: InProcessServer) -> int:
     count: int = requests.get(f"{server.url}/capacity", timeout=10).json()["active_sessions"]
     return count
 
 
-async def test_an_mcp_sdk_client_initializes_lists_and_calls_echo_for_its_reward(live_server: LiveServer) -> None:
+async def test_an_mcp_sdk_client_initializes_lists_and_calls_echo_for_its_reward(live_server: InProcessServer) -> None:
     before = open_environments(live_server)
     async with (
         streamable_http_client(f"{live_server.url}/mcp") as (read, write, _),
@@ -77,7 +77,7 @@ async def test_an_mcp_sdk_client_initializes_lists_and_calls_echo_for_its_reward
     assert open_environments(live_server) == before  # closed with its session
 
 
-async def test_openenv_mcp_tool_client_lists_and_calls_echo(live_server: LiveServer) -> None:
+async def test_openenv_mcp_tool_client_lists_and_calls_echo(live_server: InProcessServer) -> None:
     env = MCPToolClient(base_url=live_server.url)
     async with env:
         assert [t.name for t in await env.list_tools()] == ["echo"]
@@ -90,7 +90,7 @@ async def test_openenv_mcp_tool_client_lists_and_calls_echo(live_server: LiveSer
         assert (await env.call_tool("echo", message="hi"))["metadata"]["step"] == 2
 
 
-def test_step_call_tool_action_returns_the_reward_and_counts_with_rooms_actions(live_server: LiveServer) -> None:
+def test_step_call_tool_action_returns_the_reward_and_counts_with_rooms_actions(live_server: InProcessServer) -> None:
     with RoomsEnv(base_url=live_server.url).sync() as env:
         assert [t.name for t in env.step(ListToolsAction()).observation.tools] == ["echo"]
         env.reset()
@@ -106,7 +106,7 @@ def test_step_call_tool_action_returns_the_reward_and_counts_with_rooms_actions(
         assert env.state().step_count == 3  # listing tools is no step
 
 
-def test_the_frames_verifiers_sends_are_answered(live_server: LiveServer) -> None:
+def test_the_frames_verifiers_sends_are_answered(live_server: InProcessServer) -> None:
     with connect(live_server.ws_url) as ws:
         listed = exchange(ws, {"type": "step", "data": {"type": "list_tools"}})  # before any reset
         assert listed["type"] == "observation"
@@ -124,13 +124,13 @@ def test_the_frames_verifiers_sends_are_answered(live_server: LiveServer) -> Non
         assert exchange(ws, {"type": "state"})["data"]["step_count"] == 3
 
 
-def test_the_gym_contract_still_reads_rooms_action_at_schema(live_server: LiveServer) -> None:
+def test_the_gym_contract_still_reads_rooms_action_at_schema(live_server: InProcessServer) -> None:
     assert requests.get(f"{live_server.url}/schema", timeout=10).json()["action"] == RoomsAction.model_json_schema()
 
 
 @pytest.mark.parametrize(("name", "arguments", "says"), [*BAD_CALLS, RESERVED_CALL])
 def test_a_bad_tool_call_gets_its_error_on_ws_and_the_session_goes_on(
-    live_server: LiveServer, name: str, arguments: dict[str, Any], says: str
+    live_server: InProcessServer, name: str, arguments: dict[str, Any], says: str
 ) -> None:
     with connect(live_server.ws_url, max_size=None) as ws:
         exchange(ws, {"type": "reset", "data": {}})

@@ -14,7 +14,7 @@ import requests
 import yaml
 from typer.testing import CliRunner
 
-from tests.conftest import ROOT, LiveServer, console_script, docker, running_container
+from tests.conftest import ROOT, InProcessServer, console_script, docker, running_container
 from tests.readme_blocks import readme_blocks
 
 OpenEnv = Callable[..., subprocess.CompletedProcess[str]]  # the `openenv` fixture: runs `openenv ARGS...`
@@ -57,7 +57,9 @@ def test_the_documented_static_validation_passes(artifacts: Path) -> None:
 
 
 @pytest.mark.slow
-def test_the_documented_validation_against_a_running_server_passes(artifacts: Path, live_server: LiveServer) -> None:
+def test_the_documented_validation_against_a_running_server_passes(
+    artifacts: Path, live_server: InProcessServer
+) -> None:
     command = validate_block("--url http://localhost:8000").replace("http://localhost:8000", live_server.url)
     result = run_block(command, artifacts)
     for check in ("openapi_version_available", "health_endpoint", "metadata_endpoint", "schema_endpoint"):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ROOT, LiveServer, free_port, start_server
+from tests.conftest import ROOT, InProcessServer, LiveServer, free_port, start_server
 from tests.readme_blocks import (
     KINDS,
     SMALL_SIZES,
@@ -84,7 +84,7 @@ def test_readme_starts_with_the_space_card_then_the_two_commands() -> None:
 
 
 @pytest.mark.parametrize("block", readme_blocks("live-server"), ids=block_id)
-def test_live_server_block(block: Block, live_server: LiveServer, two_worker_server: LiveServer) -> None:
+def test_live_server_block(block: Block, live_server: InProcessServer, two_worker_server: LiveServer) -> None:
     """Each block against the default server; those of MCP against `server --workers 2`, whose workers
     hand each other their sessions' requests."""
     assert "http://localhost:8000" in block.code

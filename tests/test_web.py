@@ -8,7 +8,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Dialog, Page
 
-from tests.conftest import LiveServer, ServerFactory, SharedServers, console_script, free_port
+from tests.conftest import InProcessServer, ServerFactory, SharedServers, console_script, free_port
 
 pytestmark = pytest.mark.browser
 
@@ -16,7 +16,7 @@ HOSTILE_MESSAGE = "<img src=x onerror=alert(1)>"
 
 
 @pytest.fixture
-def web_server(shared_server: SharedServers) -> LiveServer:
+def web_server(shared_server: SharedServers) -> InProcessServer:
     return shared_server(env={"ENABLE_WEB_INTERFACE": "true"})
 
 
@@ -26,7 +26,7 @@ def page(browser: Browser) -> Page:
 
 
 def test_playground_resets_steps_and_shows_the_echo_as_text(
-    page: Page, web_server: LiveServer, artifacts: Path
+    page: Page, web_server: InProcessServer, artifacts: Path
 ) -> None:
     dialogs: list[str] = []
 
@@ -64,7 +64,7 @@ def test_web_under_plain_uvicorn_shows_the_description(page: Page, server_factor
     assert "RoomsEnvironment environment" not in page.locator("body").inner_text()
 
 
-def test_swagger_ui_loads(page: Page, web_server: LiveServer) -> None:
+def test_swagger_ui_loads(page: Page, web_server: InProcessServer) -> None:
     page.goto(f"{web_server.url}/docs", wait_until="domcontentloaded")
     page.get_by_text("/step").first.wait_for(timeout=30_000)
     body = page.locator("body").inner_text()
@@ -73,7 +73,7 @@ def test_swagger_ui_loads(page: Page, web_server: LiveServer) -> None:
 
 
 def test_two_visitors_play_episodes_of_their_own_and_see_only_their_own_log(
-    browser: Browser, web_server: LiveServer
+    browser: Browser, web_server: InProcessServer
 ) -> None:
     visitors = [browser.new_context().new_page() for _ in range(2)]
     for page in visitors:
