@@ -95,6 +95,53 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=schedule)
 
 
+# Which tests start a process (a server, a container, a tool), told by the interpreter's audit events and
+# summed in the run's summary: the suite keeps that number small by serving the app in process.
+PROCESS_EVENTS = frozenset({"subprocess.Popen", "os.posix_spawn", "os.fork", "os.exec"})
+running_test: list[pytest.Item] = []
+
+
+def note_started_process(event: str, args: tuple[object, ...]) -> None:
+    if event in PROCESS_EVENTS and running_test:
+        running_test[-1].stash[STARTED_A_PROCESS] = True
+
+
+STARTED_A_PROCESS = pytest.StashKey[bool]()
+sys.addaudithook(note_started_process)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    running_test.append(item)
+    try:
+        return (yield)
+    finally:
+        running_test.pop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    try:
+        return (yield)
+    finally:
+        item.user_properties.append(("started_a_process", item.stash.get(STARTED_A_PROCESS, False)))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "teardown" and dict(report.user_properties).get("started_a_process"):
+        PROCESS_STARTING_TESTS.add(report.nodeid)
+
+
+PROCESS_STARTING_TESTS: set[str] = set()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    terminalreporter.write_line(f"tests that started a process: {len(PROCESS_STARTING_TESTS)}")
+    if os.environ.get("ROOMS_LIST_PROCESS_TESTS"):
+        for nodeid in sorted(PROCESS_STARTING_TESTS):
+            terminalreporter.write_line(f"  {nodeid}")
+
+
 class Served(Protocol):
     """A running server, in this process or another."""
 
