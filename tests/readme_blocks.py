@@ -6,6 +6,8 @@ Printed results the documents show as trailing `# comments` are checked too.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import subprocess
@@ -128,6 +130,15 @@ def fence_count(path: Path | None = None) -> int:
     """Fenced blocks, marked or not, in `path` (default: README.md)."""
     text = (path or ROOT / "README.md").read_text(encoding="utf-8")
     return len(_FENCE_OPENING.findall(text))
+
+
+def run_in_process(code: str) -> str:
+    """Run `code` as a script (`__name__ == "__main__"`) in this process, from the project root; returns what it
+    printed. For blocks that are clients of a server: they need no interpreter of their own."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.chdir(ROOT):
+        exec(compile(code, "<block>", "exec"), {"__name__": "__main__"})
+    return printed.getvalue()
 
 
 def run_python(code: str, timeout: float = 180) -> str:

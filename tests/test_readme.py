@@ -28,7 +28,7 @@ from tests.readme_blocks import (
     output_shape,
     readme_blocks,
     readme_text,
-    run_python,
+    run_in_process,
     with_small_sizes,
 )
 
@@ -89,7 +89,7 @@ def test_live_server_block(block: Block, live_server: InProcessServer, two_worke
     hand each other their sessions' requests."""
     assert "http://localhost:8000" in block.code
     server = two_worker_server if "/mcp" in block.code or "MCPToolClient" in block.code else live_server
-    stdout = run_python(block.code.replace("http://localhost:8000", server.url))
+    stdout = run_in_process(block.code.replace("http://localhost:8000", server.url))
     assert_prints_what_it_promises(block, stdout)
 
 
