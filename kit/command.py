@@ -143,12 +143,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         serve(settings, args)
 
 
-def serve(settings: Settings, args: argparse.Namespace) -> None:
-    """Run uvicorn as the `server` command configures it."""
+def serve(settings: Settings, args: argparse.Namespace, app: str = f"{__name__}:app") -> None:
+    """Run uvicorn as the `server` command configures it, serving `app` (an import string)."""
     import uvicorn
 
     uvicorn.run(
-        f"{__name__}:app",
+        app,
         http=BoundedHttp,
         host=args.host,
         port=args.port,

@@ -45,11 +45,14 @@ class JsonBounds:
     def __init__(self, max_depth: int, max_items: int) -> None:
         self.max_depth = max_depth
         self.max_items = max_items
+        self.always_within = min(max_depth, max_items)  # a text this short has no more brackets or commas
         self.settings = f"{PREFIX}MAX_JSON_DEPTH={max_depth}, {PREFIX}MAX_JSON_ITEMS={max_items}"
 
     def problem(self, text: str) -> str | None:
         """Why `text` is past the bounds, or None. Counts every bracket and comma, strings' too,
         first: an ordinary message is within the bounds however they are counted."""
+        if len(text) <= self.always_within:
+            return None
         opened = text.count("[") + text.count("{")
         if opened <= self.max_depth and opened + text.count(",") <= self.max_items:
             return None

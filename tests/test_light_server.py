@@ -69,7 +69,7 @@ def test_server_command_without_web_interface_never_imports_gradio_and_serves_st
     imports = imported_modules(server.log())
     assert imports[SERVED_APP] == workers, "every worker's imports are in the log"
     assert gradio_modules(imports) == []
-    assert "fastmcp.server" not in imports, "FastMCP's server waits for a first tool call"
+    assert "fastmcp.server" not in imports, "the kit serves MCP without FastMCP's server"
 
 
 def test_server_command_with_web_interface_serves_the_playground_without_gradio(server_factory: ServerFactory) -> None:

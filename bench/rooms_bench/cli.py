@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 
 from rooms.kit.testing import LiveServer
-from rooms_bench import capacity, failover, mcp_calls, startup
+from rooms_bench import capacity, failover, layers, mcp_calls, startup
 from rooms_bench.compare import (
     COLD_START_ROUNDS,
     Contender,
@@ -59,6 +59,7 @@ class Subcommand:
 SUBCOMMANDS: dict[str, Subcommand] = {
     "capacity": Subcommand(capacity.HELP, capacity.add_arguments, capacity.run),
     "failover": Subcommand(failover.HELP, failover.add_arguments, failover.run),
+    "layers": Subcommand(layers.HELP, layers.add_arguments, layers.run),
     "mcp": Subcommand(mcp_calls.HELP, mcp_calls.add_arguments, mcp_calls.run),
     "startup": Subcommand(startup.HELP, startup.add_arguments, startup.run),
 }
