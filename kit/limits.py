@@ -78,6 +78,9 @@ class ClientLimits:
         self.max_body_bytes = max_body_bytes
         self.bounds = bounds
         self.ws_paths = frozenset(ws_paths)
+        self.too_large = (
+            f"Request body is larger than {max_body_bytes} bytes, the server's limit ({PREFIX}MAX_PAYLOAD_BYTES)"
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -91,24 +94,14 @@ class ClientLimits:
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await refuse(
-                send,
-                413,
-                f"Request body is larger than {self.max_body_bytes} bytes, the server's limit "
-                f"({PREFIX}MAX_PAYLOAD_BYTES)",
-            )
+            await refuse(send, 413, self.too_large)
             return
         if scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
             await self.app(scope, receive, send)
             return
         body = await read_bounded(receive, self.max_body_bytes)
         if body is None:
-            await refuse(
-                send,
-                413,
-                f"Request body is larger than {self.max_body_bytes} bytes, the server's limit "
-                f"({PREFIX}MAX_PAYLOAD_BYTES)",
-            )
+            await refuse(send, 413, self.too_large)
             return
         problem = self.body_problem(scope["path"], headers.get(b"content-type", b""), body)
         if problem is not None:
