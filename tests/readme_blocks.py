@@ -133,10 +133,10 @@ def fence_count(path: Path | None = None) -> int:
 
 
 def run_in_process(code: str) -> str:
-    """Run `code` as a script (`__name__ == "__main__"`) in this process, from the project root; returns what it
-    printed. For blocks that are clients of a server: they need no interpreter of their own."""
+    """Run `code` as a script (`__name__ == "__main__"`) in this process; returns what it printed. For blocks that
+    are clients of a server, and read no file: they need no interpreter of their own."""
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed), contextlib.chdir(ROOT):
+    with contextlib.redirect_stdout(printed):
         exec(compile(code, "<block>", "exec"), {"__name__": "__main__"})
     return printed.getvalue()
 

@@ -125,8 +125,8 @@ def blackholed_session(ws_url: str) -> socket.socket:
     return peer  # from here on nothing is read, so no pong ever goes back
 
 
-def test_half_open_peer_is_closed_by_pings_and_frees_its_slot(server_factory: Callable[..., LiveServer]) -> None:
-    server = server_factory(
+def test_half_open_peer_is_closed_by_pings_and_frees_its_slot(shared_server: SharedServers) -> None:
+    server = shared_server(
         env={"MAX_CONCURRENT_ENVS": "1", "ROOMS_WS_PING_INTERVAL_S": "1", "ROOMS_WS_PING_TIMEOUT_S": "1"}
     )
     peer = blackholed_session(server.ws_url)

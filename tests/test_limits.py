@@ -169,8 +169,8 @@ def test_killed_client_frees_its_slot_promptly(shared_server: SharedServers) -> 
             time.sleep(0.1)
 
 
-def test_idle_sessions_are_reaped_after_session_timeout(server_factory: ServerFactory) -> None:
-    server = server_factory(env={"MAX_CONCURRENT_ENVS": "1", "SESSION_TIMEOUT_S": "1"})
+def test_idle_sessions_are_reaped_after_session_timeout(shared_server: SharedServers) -> None:
+    server = shared_server(env={"MAX_CONCURRENT_ENVS": "1", "SESSION_TIMEOUT_S": "1"})
     idle = RoomsEnv(base_url=server.url)
     idle.reset()
     deadline = time.monotonic() + 60  # the reaper looks every max(timeout / 4, 5) s; a busy machine may be slower
