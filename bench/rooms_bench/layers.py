@@ -60,7 +60,7 @@ def build_app(without: set[str]) -> Any:
         "sessions": SessionDoors,
         "standard-mcp": StandardMcpDoor,
     }
-    left_out = {middleware[name] for name in without if name in middleware}
+    left_out: set[object] = {middleware[name] for name in without if name in middleware}
     app.user_middleware = [m for m in app.user_middleware if m.cls not in left_out]
     return app
 
@@ -96,12 +96,12 @@ def run(args: argparse.Namespace) -> int:
         finally:
             for server in servers.values():
                 server.stop()
-    full = runs[0].percentile_us(50)
+    full = runs[0].percentile_us(50) or 0.0
     table = Table(title="one step, server side: bare WebSocket frames, one session, alternating slices")
     for column in ("build", "p50 µs", "steps/s", "p50 minus full app, µs"):
         table.add_column(column, justify="left" if column == "build" else "right")
     for run_ in runs:
-        p50 = run_.percentile_us(50)
+        p50 = run_.percentile_us(50) or 0.0
         table.add_row(run_.name, f"{p50:,.0f}", f"{run_.steps_per_s:,.0f}", f"{p50 - full:+,.0f}")
     console.print(table)
     return 0
