@@ -20,13 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from openenv.core.client_types import StepResult
 from openenv.core.env_server.types import State
 from websockets.asyncio.server import ServerConnection
 
 from rooms import RoomsAction, RoomsEnv, RoomsObservation, SyncClient
+from rooms.kit.application import create_app
 from rooms.kit.client import SessionLost
+from rooms.kit.settings import Settings
 from rooms.models import MAX_MESSAGE_LENGTH
+from rooms.server.rooms_environment import RoomsEnvironment
 from tests.conftest import (
     ROOT,
     LiveServer,
@@ -550,3 +554,114 @@ def test_a_session_lost_while_waiting_for_a_reply_raises_session_lost(vanishing_
             env.step(RoomsAction(message="after"))  # never on a new connection behind the episode's back
         env.reset()
         assert env.step(RoomsAction(message="after")).reward == 0.5  # on a new connection
+
+
+# --- request/response pairing and sessions the server ends, on an in-process server ------------
+
+
+class SlowRooms(RoomsEnvironment):
+    """Rooms, whose step of "sleep:<seconds>" answers that much later (a test-only environment)."""
+
+    async def step_async(self, action: RoomsAction, timeout_s: float | None = None, **kwargs: Any) -> RoomsObservation:
+        if action.message.startswith("sleep:"):
+            await asyncio.sleep(float(action.message.removeprefix("sleep:")))
+        return self.step(action)
+
+
+@contextlib.contextmanager
+def in_process_server(settings: Settings) -> Iterator[str]:
+    """`SlowRooms` served by uvicorn in a thread of this process; yields its URL."""
+    import uvicorn
+
+    port = free_port()
+    app = create_app(SlowRooms, RoomsAction, RoomsObservation, settings)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def slow_rooms() -> Iterator[str]:
+    with in_process_server(Settings()) as url:
+        yield url
+
+
+ROOMS_FORMS = {form: run for form, run in FORMS.items() if form.startswith("rooms")}
+
+
+@pytest.mark.parametrize("form", ROOMS_FORMS)
+def test_openenv_1143_a_late_reply_never_answers_the_next_call(slow_rooms: str, form: str) -> None:
+    """OpenEnv issue #1143: after a receive timeout, each later reply answered the call before it.
+
+    A step whose reply comes after the client's receive timeout, then more calls: none of them is
+    answered by that late reply (or by the session it belongs to)."""
+
+    def script(do: Do) -> list[Any]:
+        return [
+            do("reset", episode_id="first"),
+            do("step", RoomsAction(message="sleep:1")),
+            do("step", RoomsAction(message="next")),
+            do("state"),
+            do("reset", episode_id="second"),
+            do("step", RoomsAction(message="next")),
+            do("step", RoomsAction(message="and next")),
+            do("state"),
+        ]
+
+    _, late, lost_step, lost_state, reset, step, step_after, state = ROOMS_FORMS[form](
+        slow_rooms, script, message_timeout_s=0.3
+    )
+    assert late[0] is TimeoutError, late
+    for lost in (lost_step, lost_state):
+        assert lost[0] is SessionLost and "no reply came within 0.3 s" in lost[1], lost
+    assert reset.observation.echoed_message == "Rooms environment ready!"
+    assert (step.observation.echoed_message, step.observation.metadata["step"]) == ("next", 1)
+    assert (step_after.observation.echoed_message, step_after.observation.metadata["step"]) == ("and next", 2)
+    assert state == State(episode_id="second", step_count=2)
+
+
+async def test_a_cancelled_call_closes_its_connection(slow_rooms: str) -> None:
+    """A caller's own deadline (`asyncio.wait_for`) cancels the call: its reply is never read as another's."""
+    async with RoomsEnv(base_url=slow_rooms) as env:
+        await env.reset(episode_id="cancelled")
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(env.step(RoomsAction(message="sleep:1")), timeout=0.3)
+        with pytest.raises(SessionLost, match="cancelled while its reply was due"):
+            await env.step(RoomsAction(message="next"))
+        await env.reset(episode_id="again")
+        result = await env.step(RoomsAction(message="next"))
+        assert (result.observation.echoed_message, result.observation.metadata["step"]) == ("next", 1)
+        assert await env.state() == State(episode_id="again", step_count=1)
+
+
+def sessions_open(url: str) -> int:
+    answer: int = requests.get(f"{url}/capacity", timeout=10).json()["active_sessions"]
+    return answer
+
+
+@pytest.mark.parametrize("form", ROOMS_FORMS)
+def test_a_session_the_server_ended_for_idleness_is_lost(form: str) -> None:
+    """The server ends an idle session (an error frame SESSION_EXPIRED, then close 4408): SessionLost."""
+    with in_process_server(Settings(session_timeout_s=0.5)) as url:
+
+        def script(do: Do) -> list[Any]:
+            first = [do("reset", episode_id="idle"), do("step", RoomsAction(message="before"))]
+            deadline = time.monotonic() + 60
+            while sessions_open(url) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            return [*first, do("step", RoomsAction(message="after")), do("state"), do("reset"), do("state")]
+
+        _, before, step, state, _, after = ROOMS_FORMS[form](url, script)
+    assert before.reward == 0.6
+    for lost in (step, state):
+        assert lost[0] is SessionLost and "the server ended it" in lost[1], lost
+        assert "idle" in lost[1]
+    assert after.step_count == 0 and after.episode_id != "idle"
