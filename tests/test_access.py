@@ -168,6 +168,29 @@ def test_a_route_with_the_token_answers_as_an_open_server_does(
         assert with_token.content == unprotected.content
 
 
+OAUTH_DISCOVERY = [
+    ("GET", "/.well-known/oauth-protected-resource"),
+    ("GET", "/.well-known/oauth-protected-resource/mcp"),
+    ("GET", "/.well-known/oauth-authorization-server"),
+    ("GET", "/.well-known/oauth-authorization-server/mcp"),
+    ("GET", "/.well-known/openid-configuration"),
+    ("POST", "/register"),
+]
+
+
+@pytest.mark.parametrize("method, path", OAUTH_DISCOVERY, ids=[p for _, p in OAUTH_DISCOVERY])
+def test_oauth_discovery_finds_no_authorization_server(protected: TestClient, method: str, path: str) -> None:
+    """An MCP client's discovery after a 401 ends at a 404 (no OAuth here): it reports the 401, starts no flow."""
+    response = protected.request(
+        method, path, json={"redirect_uris": ["http://localhost/cb"]} if method == "POST" else None
+    )
+    assert response.status_code == 404
+    assert response.json()["detail"].startswith("This server does not use OAuth: send its access token")
+    assert "www-authenticate" not in response.headers
+    mcp = protected.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}})
+    assert mcp.status_code == 401 and mcp.headers.get_list("www-authenticate")[0] == 'Bearer realm="rooms"'
+
+
 def test_health_is_open_to_all(protected: TestClient) -> None:
     assert protected.get("/health").status_code == 200
     assert protected.get("/health", headers={"Authorization": f"Bearer {WRONG}"}).status_code == 200
