@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .client import RoomsEnv
-    from .kit.client import Launch, SyncClient
+    from .kit.client import AccessDenied, Launch, SessionLost, SyncClient
     from .models import RoomsAction, RoomsObservation
 
 # Each name is imported from its module on first use (PEP 562): the `server` command decides
@@ -20,8 +20,10 @@ EXPORTS = {
     "RoomsEnv": ".client",
     "SyncClient": ".kit.client",
     "Launch": ".kit.client",
+    "SessionLost": ".kit.client",
+    "AccessDenied": ".kit.client",
 }
-__all__ = ["Launch", "RoomsAction", "RoomsEnv", "RoomsObservation", "SyncClient"]
+__all__ = ["AccessDenied", "Launch", "RoomsAction", "RoomsEnv", "RoomsObservation", "SessionLost", "SyncClient"]
 
 
 def __getattr__(name: str) -> Any:

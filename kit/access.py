@@ -8,6 +8,14 @@ server afterwards, so `/web` works for whoever types the token. A WebSocket with
 the token is refused at the handshake with HTTP 401, before the app sees it: it
 takes no session slot.
 
+The token is a static bearer token, not OAuth: an MCP client that meets a 401 looks for
+OAuth metadata (RFC 9728's `/.well-known/oauth-protected-resource`, then RFC 8414's
+`/.well-known/oauth-authorization-server` and OpenID's configuration) and may try dynamic
+client registration at `/register`. Those paths answer 404 without asking for the token,
+so discovery finds no authorization server and the client reports the plain 401 (whose
+`WWW-Authenticate: Bearer` challenge says what to send) instead of starting an OAuth flow
+it could not finish.
+
 Browsers let any page open a WebSocket to any address (the same-origin policy does
 not cover the handshake), so a handshake carrying an `Origin` other than the
 server's own is refused with 403 unless `<PREFIX>ALLOWED_ORIGINS` lists it. Python
@@ -28,6 +36,14 @@ from .settings import PREFIX
 from .workers import forwarded
 
 OPEN_PATHS = frozenset({"/health"})  # for load balancers and orchestrators' health checks
+#: OAuth discovery and registration (any suffix: RFC 9728 inserts the resource's path after the well-known name).
+OAUTH_PATHS = (
+    "/.well-known/oauth-protected-resource",
+    "/.well-known/oauth-authorization-server",
+    "/.well-known/openid-configuration",
+)
+REGISTRATION_PATH = "/register"
+NO_OAUTH = "This server does not use OAuth: send its access token as 'Authorization: Bearer <token>'"
 REALM = __name__.split(".")[0]
 CHALLENGES = [
     (b"www-authenticate", f'Bearer realm="{REALM}"'.encode()),
@@ -48,6 +64,9 @@ class AccessControl:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or route_path(scope) in OPEN_PATHS or forwarded(scope):
             await self.app(scope, receive, send)
+            return
+        if scope["type"] == "http" and self.token is not None and is_oauth_path(route_path(scope)):
+            await refuse(scope, receive, send, 404, NO_OAUTH)
             return
         headers = dict(scope["headers"])
         if scope["type"] == "websocket" and not self.origin_allowed(headers):
@@ -102,6 +121,11 @@ def presented_token(authorization: bytes) -> bytes | None:
         except binascii.Error:
             return None
     return None
+
+
+def is_oauth_path(path: str) -> bool:
+    """Whether `path` is one an MCP client asks for OAuth discovery or client registration."""
+    return path == REGISTRATION_PATH or any(path == p or path.startswith(p + "/") for p in OAUTH_PATHS)
 
 
 def route_path(scope: Scope) -> str:

@@ -21,8 +21,8 @@ import inspect
 import json
 import subprocess
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from contextlib import suppress
 from functools import partial
 from ipaddress import ip_address
 from typing import Any, Generic, TypeVar, overload
@@ -38,14 +38,17 @@ from openenv.core.env_server.mcp_types import (
     ListToolsObservation,
     Tool,
 )
-from openenv.core.env_server.types import Action, Observation, State
+from openenv.core.env_server.types import Action, Observation, State, WSErrorCode
 from openenv.core.sync_client import SyncEnvClient
 from openenv.core.utils import convert_to_ws_url, hf_space_subdomain
 from pydantic_core import from_json
+from websockets.asyncio.client import ClientConnection as AsyncConnection
+from websockets.asyncio.client import connect as connect_async
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State as SocketState
 from websockets.sync.client import ClientConnection, connect
 
+from .sessions import EXPIRED_CLOSE_CODE, EXPIRED_CODE
 from .settings import PREFIX
 
 ActT = TypeVar("ActT", bound=Action)
@@ -141,57 +144,272 @@ def token_setting(env_vars: dict[str, str] | None, api_token: str | None) -> dic
     return {**(env_vars or {}), API_TOKEN_SETTING: api_token}
 
 
+class SessionLost(ConnectionError):
+    """The server-side session this client's episode was on is gone: the episode cannot go on.
+
+    Raised by every call but `reset()` once the WebSocket the episode was reset on has
+    closed (the server restarted or ended the idle session, the connection dropped, a
+    call timed out or was cancelled). `reset()` opens a new session and starts a new
+    episode there; no call is ever answered by another session than its episode's.
+    """
+
+    def __init__(self, url: str, why: str) -> None:
+        super().__init__(
+            f"The session at {url} is gone: {why}. Its episode cannot go on; "
+            "reset() starts a new episode on a new session"
+        )
+        self.url, self.why = url, why
+
+
+def why_closed(code: int | None, reason: str | None) -> str:
+    """What a WebSocket's close code and reason say happened to its session."""
+    if code == EXPIRED_CLOSE_CODE:
+        return f"the server ended it ({reason or 'idle too long'})"
+    if code in (None, 1006):
+        return "the connection dropped (the server, or the network to it, went away)"
+    return f"the server closed the connection (code {code}{f': {reason}' if reason else ''})"
+
+
+class Tether:
+    """Which WebSocket connection a client's session is, and why it is gone once it is.
+
+    The server keeps a session (one environment, one episode) for as long as its
+    connection lives, so the connection *is* the session: a call may only go on the
+    connection the session was opened on. Shared by a client's async and sync forms.
+    """
+
+    def __init__(self) -> None:
+        self.connection: object | None = None
+        self.lost: str | None = None
+
+    def opens_new(self, socket: object | None, is_open: bool, resetting: bool, url: str) -> bool:
+        """Whether the call must open a new connection first; `SessionLost` if it may not."""
+        if socket is not None and socket is self.connection and is_open:
+            return False
+        if self.connection is None:
+            return True  # no session yet (or the last one was closed on purpose): a call opens one
+        if self.lost is None:
+            self.lost = (
+                why_closed(socket.close_code, socket.close_reason)  # type: ignore[attr-defined]
+                if socket is self.connection
+                else "it was opened by the client's other form (async or .sync()) or on another event loop"
+            )
+        if resetting:
+            return True
+        raise SessionLost(url, self.lost)
+
+    def bind(self, socket: object) -> None:
+        """The session is now `socket`'s."""
+        self.connection, self.lost = socket, None
+
+    def lose(self, url: str, why: str) -> SessionLost:
+        """The session is gone because `why`; the `SessionLost` to raise."""
+        self.lost = why
+        return SessionLost(url, why)
+
+    def forget(self) -> None:
+        """The session was closed on purpose (or never began): the next call opens a new one."""
+        self.connection, self.lost = None, None
+
+
+def timed_out(timeout_s: float) -> str:
+    return (
+        f"no reply came within {timeout_s} s, so its connection was closed "
+        "(a late reply must never answer another call)"
+    )
+
+
+CANCELLED = "a call was cancelled while its reply was due, so its connection was closed"
+
+
 class TypedEnvClient(EnvClient[ActT, ObsT, StateT]):
-    """OpenEnv's `EnvClient` with `.sync()` and launch handles; one instance is one session.
+    """OpenEnv's `EnvClient` with `.sync()`, launch handles and episode integrity; one instance is one session.
 
     Takes OpenEnv's `EnvClient` arguments (`base_url`, `connect_timeout_s`,
     `message_timeout_s`, `headers`, ...). In async code, `await` its methods or
-    use `async with`; in sync code, use `.sync()` (or the client directly, which
-    goes through OpenEnv's own sync wrapper).
+    use `async with`; in sync code, call them directly, use `with`, or `.sync()`.
+    It speaks OpenEnv's WebSocket protocol on a connection of its own, one call at
+    a time: a call whose session is gone raises `SessionLost` (only `reset()`
+    opens a new one), and a call that times out or is cancelled closes its
+    connection, so that no reply is ever read as the answer to another call.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         arguments = ENV_CLIENT_ARGUMENTS.bind(self, *args, **kwargs)
         arguments.apply_defaults()
-        #: The constructor's arguments, defaults included: `.sync()` connects with them.
+        #: The constructor's arguments, defaults included: both forms connect with them.
         self.arguments: dict[str, Any] = {k: v for k, v in arguments.arguments.items() if k != "self"}
         self.sync_client: SyncClient[ActT, ObsT, StateT] | None = None
+        self.tether = Tether()
+        self.server_url: str | None = self.base_url
+        self.socket: AsyncConnection | None = None
+        self.socket_loop: asyncio.AbstractEventLoop | None = None
+        self.one_call_at_a_time: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self.closing: set[asyncio.Task[None]] = set()
+
+    # --- the public calls: awaitable in async code, answered directly in sync code -----------------
 
     def connect(self) -> Any:
-        """Open the session; `AccessDenied` if the server refuses the token, or its absence."""
-        return self.access_explained(super().connect)
+        """Open the session (nothing to do if it is open); `AccessDenied` if the server refuses the token."""
+        return self.dispatch(self.connect_async, self.connect_blocking)
+
+    def connect_blocking(self) -> TypedEnvClient[ActT, ObsT, StateT]:
+        self.sync().connect()
+        return self
 
     def reset(self, **kwargs: Any) -> Any:
-        """Start a new episode (opening the session first if need be)."""
-        return self.access_explained(partial(super().reset, **kwargs))
+        """Start a new episode; on a new session if the last one is gone. Kwargs go to the server."""
+        message = {"type": "reset", "data": kwargs}
+        return self.dispatch(
+            partial(self.request_async, message, self._parse_result), partial(self.sync().reset, **kwargs)
+        )
 
     def step(self, action: ActT, **kwargs: Any) -> Any:
-        """Send one action (opening the session first if need be)."""
-        return self.access_explained(partial(super().step, action, **kwargs))
+        """Send one action; `SessionLost` if the episode's session is gone."""
+        return self.dispatch(partial(self.step_async, action), partial(self.sync().step, action, **kwargs))
 
-    def state(self) -> Any:
-        """The session's `State` (opening the session first if need be)."""
-        return self.access_explained(super().state)
-
-    def access_explained(self, call: Callable[[], Any]) -> Any:
-        """`call()`, whose refused handshake raises `AccessDenied`, now or when its result is awaited."""
-        with self.explaining_refusal():
-            result = call()
-        if inspect.isawaitable(result):
-            return Explained(result, self.explaining_refusal)
+    async def step_async(self, action: ActT) -> StepResult[Any]:
+        result: StepResult[Any] = await self.request_async(
+            step_message(self, action), partial(step_result, self, action)
+        )
         return result
 
-    @contextmanager
-    def explaining_refusal(self) -> Iterator[None]:
-        """Turn OpenEnv's `ConnectionError` for a handshake refused over the token into `AccessDenied`."""
+    def state(self) -> Any:
+        """The session's `State`; `SessionLost` if the episode's session is gone."""
+        return self.dispatch(partial(self.request_async, {"type": "state"}, self._parse_state), self.sync().state)
+
+    def disconnect(self) -> Any:
+        """End the session on the server and close its connection; the next call opens a new one."""
+        return self.dispatch(self.disconnect_async, self.sync().disconnect)
+
+    def close(self) -> Any:
+        """End the session, close the sessions from `new_session()`, and stop any server the client started."""
+        return self.dispatch(self.close_async, self.sync().close)
+
+    def __enter__(self) -> TypedEnvClient[ActT, ObsT, StateT]:
+        self.sync().connect()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.sync().close()
+
+    def dispatch(self, awaited: Callable[[], Awaitable[Any]], blocking: Callable[[], Any]) -> Any:
+        """`blocking()` in sync code; in async code, an awaitable of `awaited()`."""
         try:
-            yield
-        except ConnectionError as error:
-            denied = access_denied(convert_to_ws_url(self.base_url or "") + "/ws", self.arguments["headers"], error)
-            if denied is None:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return blocking()
+        return Pending(awaited, blocking)
+
+    # --- the async form's connection ------------------------------------------------------------
+
+    def url(self) -> str:
+        """The server's address, starting the client's provider first if it owns one."""
+        if self.server_url is None:
+            self.server_url = start_provider(self.arguments["provider"])
+        return self.server_url
+
+    def ws_url(self) -> str:
+        return convert_to_ws_url(self.server_url or self.base_url or "") + "/ws"
+
+    async def connect_async(self) -> TypedEnvClient[ActT, ObsT, StateT]:
+        async with self.lock():
+            await self.session_socket(resetting=False)
+        return self
+
+    async def disconnect_async(self) -> None:
+        socket, self.socket = self.socket, None
+        self.tether.forget()
+        if socket is not None and self.socket_loop is asyncio.get_running_loop():
+            with suppress(ConnectionClosed):
+                await socket.send(json.dumps({"type": "close"}))
+            await socket.close()
+
+    async def close_async(self) -> None:
+        try:
+            await self.disconnect_async()
+            if self.sync_client is not None:
+                self.sync_client.disconnect()
+            await asyncio.gather(*self.closing, return_exceptions=True)
+        finally:
+            await super().close()
+
+    def lock(self) -> asyncio.Lock:
+        """The lock that lets one call at a time use the connection, on the running event loop."""
+        loop = asyncio.get_running_loop()
+        if self.one_call_at_a_time is None or self.one_call_at_a_time[0] is not loop:
+            self.one_call_at_a_time = (loop, asyncio.Lock())
+        return self.one_call_at_a_time[1]
+
+    async def session_socket(self, resetting: bool) -> AsyncConnection:
+        """The connection of this client's session, opened if it may be; `SessionLost` if it may not."""
+        loop = asyncio.get_running_loop()
+        socket = self.socket if self.socket_loop is loop else None
+        is_open = socket is not None and socket.state is SocketState.OPEN
+        if not self.tether.opens_new(socket, is_open, resetting, self.ws_url()):
+            assert socket is not None
+            return socket
+        if self.socket is not None:
+            self.close_later(self.socket)
+            self.socket = None
+        ws_url = convert_to_ws_url(self.url()) + "/ws"
+        try:
+            socket = await connect_async(ws_url, **connection_options(self.arguments, ws_url, sync=False))
+        except Exception as error:
+            raise connection_refused(ws_url, self.arguments["headers"], error) from error
+        self.socket, self.socket_loop = socket, loop
+        self.tether.bind(socket)
+        return socket
+
+    def close_later(self, socket: AsyncConnection) -> None:
+        if self.socket_loop is not asyncio.get_running_loop():
+            return  # its event loop has ended: it cannot be closed from here
+        task = asyncio.ensure_future(socket.close())
+        self.closing.add(task)
+        task.add_done_callback(self.closing.discard)
+
+    async def request_async(self, message: dict[str, Any], parse: Callable[[dict[str, Any]], Any]) -> Any:
+        """Send `message` on the session's connection and parse its reply; see `SyncClient.request`."""
+        async with self.lock():
+            socket = await self.session_socket(resetting=message["type"] == "reset")
+            timeout_s = self.arguments["message_timeout_s"]
+            try:
+                with suppress(ConnectionClosed):  # a refused session sends its error frame, then closes
+                    await socket.send(json.dumps(message))
+                reply = await asyncio.wait_for(socket.recv(decode=False), timeout=timeout_s)
+            except ConnectionClosed as closed:
+                self.socket = None
+                raise self.tether.lose(self.ws_url(), why_closed(socket.close_code, socket.close_reason)) from closed
+            except BaseException as error:
+                self.socket = None
+                self.close_later(socket)
+                if isinstance(error, TimeoutError):
+                    self.tether.lose(self.ws_url(), timed_out(timeout_s))
+                    raise TimeoutError(f"No reply within {timeout_s} s") from None
+                self.tether.lose(self.ws_url(), CANCELLED)
                 raise
-            raise denied from error
+            response = from_json(reply)
+
+            def drop() -> None:
+                self.socket = None
+                self.close_later(socket)
+
+            self.check_reply(response, drop)
+        return parse(response.get("data", {}))
+
+    def check_reply(self, response: dict[str, Any], drop: Callable[[], Any]) -> None:
+        """Raise for an error frame: `SessionLost` for a session the server ended, else OpenEnv's `RuntimeError`."""
+        if response.get("type") != "error":
+            return
+        code = response.get("data", {}).get("code")
+        if code == EXPIRED_CODE:
+            drop()
+            raise self.tether.lose(self.ws_url(), f"the server ended it ({response['data'].get('message')})")
+        if code == WSErrorCode.CAPACITY_REACHED:
+            drop()
+            self.tether.forget()  # no session was had: the next call may try again
+        raise_for_server_error(response)
 
     def sync(self) -> SyncClient[ActT, ObsT, StateT]:
         """The synchronous client for this session."""
@@ -291,38 +509,42 @@ class SyncClient(SyncEnvClient[ActT, ObsT, StateT]):
 
     Protocol, results and exceptions are those of OpenEnv's sync client:
     `ConnectionError` when the server cannot be reached, `RuntimeError("Server
-    error: ...")` for an error frame, `TimeoutError` after `message_timeout_s`,
-    and a new session on the next call once the server has closed the socket.
-    A session lost while a call waits for its reply (the server died) raises
-    `ConnectionError` too, where OpenEnv's raises websockets' `ConnectionClosedError`.
-    `websockets` answers the server's pings between calls, in its own thread.
+    error: ...")` for an error frame, `TimeoutError` after `message_timeout_s`.
+    Where OpenEnv's opens a new session on the next call once the server has closed
+    the socket, this one raises `SessionLost` (a `ConnectionError`) from every call
+    but `reset()`, which opens a new session: an episode never goes on in another
+    session. A call that times out closes its connection (the next call gets
+    `SessionLost`), so no late reply is read as another call's answer. It shares
+    its session with the client it came from. `websockets` answers the server's
+    pings between calls, in its own thread.
     """
 
     def __init__(self, client: TypedEnvClient[ActT, ObsT, StateT]) -> None:
         super().__init__(client)
         self.client = client
-        self.server_url: str | None = client.base_url
         self.sessions: list[SyncClient[ActT, ObsT, StateT]] = []
         self._socket: ClientConnection | None = None
         self._one_call_at_a_time = threading.Lock()
 
     def connect(self) -> SyncClient[ActT, ObsT, StateT]:
-        """Open the session (nothing to do if it is open)."""
+        """Open the session (nothing to do if it is open); `SessionLost` if it is gone."""
         with self._one_call_at_a_time:
-            self._open_socket()
+            self._session_socket(resetting=False)
         return self
 
     def disconnect(self) -> None:
         """End the session on the server and close the WebSocket; a container keeps running."""
         with self._one_call_at_a_time:
             socket, self._socket = self._socket, None
+            if socket is not None and socket is self.client.tether.connection:
+                self.client.tether.forget()
         if socket is not None:
             with suppress(ConnectionClosed):
                 socket.send(json.dumps({"type": "close"}))
             socket.close()
 
     def reset(self, **kwargs: Any) -> StepResult[ObsT]:
-        """Start a new episode; `seed`, `episode_id` and other kwargs go to the server."""
+        """Start a new episode, on a new session if the last one is gone; kwargs go to the server."""
         return self.client._parse_result(self._request({"type": "reset", "data": kwargs}))
 
     @overload
@@ -338,9 +560,7 @@ class SyncClient(SyncEnvClient[ActT, ObsT, StateT]):
         `ListToolsAction()` and `CallToolAction(tool_name=..., arguments={...})`, whose
         results are OpenEnv's `ListToolsObservation` and `CallToolObservation`.
         """
-        if isinstance(action, (ListToolsAction, CallToolAction)):
-            return tool_step_result(self._request({"type": "step", "data": action.model_dump(exclude={"metadata"})}))
-        return self.client._parse_result(self._request({"type": "step", "data": self.client._step_payload(action)}))
+        return step_result(self.client, action, self._request(step_message(self.client, action)))
 
     def list_tools(self) -> list[Tool]:
         """The tools the environment declares (name, description, input schema)."""
@@ -360,7 +580,7 @@ class SyncClient(SyncEnvClient[ActT, ObsT, StateT]):
 
     def new_session(self) -> SyncClient[ActT, ObsT, StateT]:
         """Open another session on the same server; it is closed with this one."""
-        arguments = {**self.client.arguments, "base_url": self._url(), "provider": None}
+        arguments = {**self.client.arguments, "base_url": self.client.url(), "provider": None}
         session = type(self.client)(**arguments).sync().connect()
         self.sessions.append(session)
         return session
@@ -379,52 +599,86 @@ class SyncClient(SyncEnvClient[ActT, ObsT, StateT]):
     def __enter__(self) -> SyncClient[ActT, ObsT, StateT]:
         return self.connect()
 
-    def _url(self) -> str:
-        if self.server_url is None:
-            self.server_url = start_provider(self.client.arguments["provider"])
-        return self.server_url
-
-    def _open_socket(self) -> ClientConnection:
-        if self._socket is not None and self._socket.state is SocketState.OPEN:
-            return self._socket
+    def _session_socket(self, resetting: bool) -> ClientConnection:
+        socket = self._socket
+        is_open = socket is not None and socket.state is SocketState.OPEN
+        if not self.client.tether.opens_new(socket, is_open, resetting, self.client.ws_url()):
+            assert socket is not None
+            return socket
+        if socket is not None:
+            threading.Thread(target=socket.close, daemon=True).start()
         self._socket = None
-        arguments = self.client.arguments
-        ws_url = convert_to_ws_url(self._url()) + "/ws"
-        options: dict[str, Any] = {
-            "open_timeout": arguments["connect_timeout_s"],
-            "max_size": int(arguments["max_message_size_mb"] * 1024 * 1024),
-            "ping_interval": arguments["websocket_ping_interval_s"],
-            "ping_timeout": arguments["websocket_ping_timeout_s"],
-            "additional_headers": arguments["headers"],
-            **({"proxy": None} if is_loopback(ws_url) else {}),
-            **DIRECT_CONNECTION,
-        }
+        ws_url = convert_to_ws_url(self.client.url()) + "/ws"
         try:
-            self._socket = connect(ws_url, **options)
+            self._socket = connect(ws_url, **connection_options(self.client.arguments, ws_url, sync=True))
         except Exception as error:
-            denied = access_denied(ws_url, arguments["headers"], error)
-            if denied is not None:
-                raise denied from error
-            raise ConnectionError(f"Failed to connect to {ws_url}: {error}") from error
+            raise connection_refused(ws_url, self.client.arguments["headers"], error) from error
+        self.client.tether.bind(self._socket)
         return self._socket
 
     def _request(self, message: dict[str, Any]) -> dict[str, Any]:
+        tether, url = self.client.tether, self.client.ws_url()
         with self._one_call_at_a_time:
-            socket = self._open_socket()
-            with suppress(ConnectionClosed):  # a refused session sends its error frame, then closes
-                socket.send(json.dumps(message))
+            socket = self._session_socket(resetting=message["type"] == "reset")
+            timeout_s = self.client.arguments["message_timeout_s"]
             try:
-                reply = socket.recv(timeout=self.client.arguments["message_timeout_s"], decode=False)
+                with suppress(ConnectionClosed):  # a refused session sends its error frame, then closes
+                    socket.send(json.dumps(message))
+                reply = socket.recv(timeout=timeout_s, decode=False)
             except ConnectionClosed as closed:
                 self._socket = None
-                raise ConnectionError(f"The server closed the session before replying: {closed}") from closed
-            except TimeoutError:
-                # A late reply must never be read as the answer to the next request.
+                raise tether.lose(url, why_closed(socket.close_code, socket.close_reason)) from closed
+            except BaseException as error:
+                # A late reply must never be read as the answer to the next request: drop the connection.
                 self._socket = None
                 threading.Thread(target=socket.close, daemon=True).start()
-                raise asyncio.TimeoutError(f"No reply within {self.client.arguments['message_timeout_s']} s") from None
-        data: dict[str, Any] = raise_for_server_error(from_json(reply)).get("data", {})
+                if isinstance(error, TimeoutError):
+                    tether.lose(url, timed_out(timeout_s))
+                    raise TimeoutError(f"No reply within {timeout_s} s") from None
+                tether.lose(url, CANCELLED)
+                raise
+            response = from_json(reply)
+
+            def drop() -> None:
+                self._socket = None
+                threading.Thread(target=socket.close, daemon=True).start()
+
+            self.client.check_reply(response, drop)
+        data: dict[str, Any] = response.get("data", {})
         return data
+
+
+def connection_options(arguments: dict[str, Any], ws_url: str, sync: bool) -> dict[str, Any]:
+    """websockets' `connect` options for a client built with OpenEnv's `arguments`."""
+    return {
+        "open_timeout": arguments["connect_timeout_s"],
+        "max_size": int(arguments["max_message_size_mb"] * 1024 * 1024),
+        "ping_interval": arguments["websocket_ping_interval_s"],
+        "ping_timeout": arguments["websocket_ping_timeout_s"],
+        "additional_headers": arguments["headers"],
+        **({"proxy": None} if is_loopback(ws_url) else {}),
+        **(DIRECT_CONNECTION if sync else {}),
+    }
+
+
+def connection_refused(ws_url: str, headers: dict[str, str] | None, error: Exception) -> Exception:
+    """The error a failed handshake raises: `AccessDenied` for the token, else OpenEnv's `ConnectionError`."""
+    denied = access_denied(ws_url, headers, error)
+    return denied if denied is not None else ConnectionError(f"Failed to connect to {ws_url}: {error}")
+
+
+def step_message(client: TypedEnvClient[Any, Any, Any], action: Any) -> dict[str, Any]:
+    """The step message of `action`: OpenEnv's MCP actions as they are, others through the client's hook."""
+    if isinstance(action, (ListToolsAction, CallToolAction)):
+        return {"type": "step", "data": action.model_dump(exclude={"metadata"})}
+    return {"type": "step", "data": client._step_payload(action)}
+
+
+def step_result(client: TypedEnvClient[Any, Any, Any], action: Any, payload: dict[str, Any]) -> StepResult[Any]:
+    """The `StepResult` of `action`'s reply `payload`."""
+    if isinstance(action, (ListToolsAction, CallToolAction)):
+        return tool_step_result(payload)
+    return client._parse_result(payload)
 
 
 class Launch(Coroutine[Any, Any, TypedEnvClient[ActT, ObsT, StateT]], Generic[ActT, ObsT, StateT]):
@@ -529,31 +783,31 @@ class Launch(Coroutine[Any, Any, TypedEnvClient[ActT, ObsT, StateT]], Generic[Ac
         return env
 
 
-class Explained(Awaitable[Any]):
-    """An OpenEnv client call's pending result, whose refused handshake raises `AccessDenied`.
+class Pending(Awaitable[Any]):
+    """A call's result in async code: awaited, or resolved synchronously on first use of one of its attributes.
 
-    Awaited, or resolved synchronously as OpenEnv lets its first call in a running
-    event loop be (by reading one of its attributes).
+    OpenEnv's client lets a call made in a running event loop without `await` be read as its
+    result (`env.reset().observation`); this one does too, through the synchronous form.
     """
 
-    def __init__(self, pending: Awaitable[Any], explaining: Callable[[], Any]) -> None:
-        self.pending = pending
-        self.explaining = explaining
+    def __init__(self, awaited: Callable[[], Awaitable[Any]], blocking: Callable[[], Any]) -> None:
+        self.awaited, self.blocking = awaited, blocking
+        self.resolved = False
+        self.result: Any = None
 
     def __await__(self) -> Generator[Any, None, Any]:
-        return self.resolved().__await__()
+        return self.awaited().__await__()
 
-    async def resolved(self) -> Any:
-        with self.explaining():
-            return await self.pending
+    def value(self) -> Any:
+        if not self.resolved:
+            self.result, self.resolved = self.blocking(), True
+        return self.result
 
     def __getattr__(self, name: str) -> Any:
-        with self.explaining():
-            return getattr(self.pending, name)
+        return getattr(self.value(), name)
 
     def __bool__(self) -> bool:
-        with self.explaining():
-            return bool(self.pending)
+        return bool(self.value())
 
 
 def start_provider(provider: ContainerProvider | RuntimeProvider | None) -> str:
@@ -595,4 +849,4 @@ def raise_for_server_error(response: dict[str, Any]) -> dict[str, Any]:
     raise RuntimeError(f"Server error: {error.get('message', 'Unknown error')} (code: {error.get('code', 'UNKNOWN')})")
 
 
-__all__ = ["AccessDenied", "Launch", "SyncClient", "TypedEnvClient"]
+__all__ = ["AccessDenied", "Launch", "SessionLost", "SyncClient", "TypedEnvClient"]

@@ -23,8 +23,9 @@ KINDS = {
     "server-command": "started as written (on a free port), must answer /health and serve Rooms",
     "token-server": "run from a temporary directory, its last line the server (on a free port): it must want the "
     "token its file holds (tests/test_access.py)",
-    "token-live-server": "run as a script against a live server that wants a token (localhost:8000 replaced by its "
-    "address), with that token in ROOMS_API_TOKEN (tests/test_access.py)",
+    "mcp-token": "its function run against a server that wants a token, with that token (tests/test_mcp_workers.py)",
+    "token-live-server": "run as a script, in the directory where the token-server block ran, against the server that "
+    "block started (localhost:8000 replaced by its address) (tests/test_access.py)",
     "test-command": "the command .ci/run runs: this very suite",
     "shell": "run as written from the project root, must exit 0",
     "validate": "`openenv validate`, run as written from the project root by tests/test_openenv_tooling.py "

@@ -7,9 +7,14 @@ handshake on a real socket, the session slots and the clients are.
 from __future__ import annotations
 
 import base64
+import io
 import json
+import os
 import shlex
+import shutil
 import subprocess
+import sys
+import tarfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,8 +38,8 @@ from rooms.kit.application import create_app
 from rooms.kit.client import AccessDenied
 from rooms.kit.settings import Settings, SettingsError
 from rooms.server.rooms_environment import RoomsEnvironment
-from tests.conftest import LiveServer, ServerFactory, console_script, free_port
-from tests.readme_blocks import Block, assert_prints_what_it_promises, block_id, readme_blocks, run_python
+from tests.conftest import ROOT, LiveServer, ServerFactory, console_script, docker, free_port
+from tests.readme_blocks import Block, assert_prints_what_it_promises, block_id, readme_blocks
 
 TOKEN = "s3cret-Token_for.tests~1"
 WRONG = "not-the-token"
@@ -161,6 +166,29 @@ def test_a_route_with_the_token_answers_as_an_open_server_does(
     assert with_token.status_code == unprotected.status_code != 401
     if path not in ("/capacity", "/reset", "/step", "/state"):  # these carry a pid or an episode id
         assert with_token.content == unprotected.content
+
+
+OAUTH_DISCOVERY = [
+    ("GET", "/.well-known/oauth-protected-resource"),
+    ("GET", "/.well-known/oauth-protected-resource/mcp"),
+    ("GET", "/.well-known/oauth-authorization-server"),
+    ("GET", "/.well-known/oauth-authorization-server/mcp"),
+    ("GET", "/.well-known/openid-configuration"),
+    ("POST", "/register"),
+]
+
+
+@pytest.mark.parametrize("method, path", OAUTH_DISCOVERY, ids=[p for _, p in OAUTH_DISCOVERY])
+def test_oauth_discovery_finds_no_authorization_server(protected: TestClient, method: str, path: str) -> None:
+    """An MCP client's discovery after a 401 ends at a 404 (no OAuth here): it reports the 401, starts no flow."""
+    response = protected.request(
+        method, path, json={"redirect_uris": ["http://localhost/cb"]} if method == "POST" else None
+    )
+    assert response.status_code == 404
+    assert response.json()["detail"].startswith("This server does not use OAuth: send its access token")
+    assert "www-authenticate" not in response.headers
+    mcp = protected.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}})
+    assert mcp.status_code == 401 and mcp.headers.get_list("www-authenticate")[0] == 'Bearer realm="rooms"'
 
 
 def test_health_is_open_to_all(protected: TestClient) -> None:
@@ -376,6 +404,16 @@ async def test_async_client_refused_says_the_server_wants_a_token(token_server: 
         await env.close()
 
 
+@pytest.mark.parametrize("headers", [None, {"Authorization": f"Bearer {WRONG}"}], ids=["no token", "wrong token"])
+def test_context_manager_refused_raises_access_denied(token_server: LiveServer, headers: dict[str, str] | None) -> None:
+    """The README's own form, `with RoomsEnv(base_url=...) as env:`."""
+    refused = pytest.raises(AccessDenied, match=r"(wants an access token|refused the access token sent) \(HTTP 401\)")
+    with refused, RoomsEnv(base_url=token_server.url, headers=headers) as env:
+        env.reset()
+    with RoomsEnv(base_url=token_server.url, headers=BEARER) as env:
+        assert env.step(RoomsAction(message="Hi")).reward == pytest.approx(0.2)
+
+
 def test_openenv_sync_wrapper_refused_says_the_server_wants_a_token(token_server: LiveServer) -> None:
     env = RoomsEnv(base_url=token_server.url)  # used synchronously without .sync(): OpenEnv's own wrapper
     try:
@@ -534,29 +572,111 @@ def test_a_page_from_another_origin_cannot_open_a_session(browser: Browser, serv
 # --- the README's access-control blocks -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("block", readme_blocks("token-server"), ids=block_id)
-def test_readme_token_server_block(block: Block, tmp_path: Path, server_factory: ServerFactory) -> None:
+def start_token_server_block(block: Block, directory: Path, server_factory: ServerFactory) -> tuple[LiveServer, str]:
+    """Run the README's token-server block in `directory` (its server on a free port): the server and its token."""
     *setup, command = [line for line in block.code.splitlines() if line and not line.startswith("#")]
-    result = subprocess.run(["bash", "-euc", "\n".join(setup)], cwd=tmp_path, capture_output=True, text=True)
+    result = subprocess.run(["bash", "-euc", "\n".join(setup)], cwd=directory, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     words = shlex.split(command)
     assignments = {}
     while "=" in words[0]:
         name, value = words.pop(0).split("=", 1)
-        assignments[name] = str(tmp_path / value)
+        assignments[name] = str(directory / value)
     port = free_port()
     server = server_factory(command=[*words, "--port", str(port)], env={**assignments, "PORT": str(port)}, port=port)
     [token_file] = assignments.values()
-    token = Path(token_file).read_text().strip()
+    return server, Path(token_file).read_text().strip()
+
+
+@pytest.mark.parametrize("block", readme_blocks("token-server"), ids=block_id)
+def test_readme_token_server_block(block: Block, tmp_path: Path, server_factory: ServerFactory) -> None:
+    server, token = start_token_server_block(block, tmp_path, server_factory)
     assert requests.get(f"{server.url}/capacity", timeout=10).status_code == 401
     assert requests.get(f"{server.url}/capacity", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     assert "Access is token-protected" in server.log() and token not in server.log()
 
 
 @pytest.mark.parametrize("block", readme_blocks("token-live-server"), ids=block_id)
-def test_readme_token_live_server_block(
-    block: Block, token_server: LiveServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_readme_token_live_server_block(block: Block, tmp_path: Path, server_factory: ServerFactory) -> None:
+    """The client block, as written, after the server block, in the same directory: one token file for both."""
+    [server_block] = readme_blocks("token-server")
+    server, _ = start_token_server_block(server_block, tmp_path, server_factory)
     assert "http://localhost:8000" in block.code
-    monkeypatch.setenv("ROOMS_API_TOKEN", TOKEN)
-    assert_prints_what_it_promises(block, run_python(block.code.replace("http://localhost:8000", token_server.url)))
+    code = block.code.replace("http://localhost:8000", server.url)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("ROOMS_")}
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=environ, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert_prints_what_it_promises(block, result.stdout)
+
+
+# --- token files stay out of git, images and Spaces ------------------------------------------------
+
+TOKEN_FILES = ["rooms-token.txt", "deploy/api-token.txt"]  # the README's name, and one elsewhere in the project
+
+
+@pytest.mark.parametrize("name", TOKEN_FILES)
+def test_git_ignores_token_files(name: str) -> None:
+    ignored = subprocess.run(["git", "check-ignore", name], cwd=ROOT, capture_output=True, text=True)
+    assert ignored.returncode == 0 and ignored.stdout.strip() == name, ignored
+
+
+@pytest.mark.docker
+def test_the_docker_build_context_leaves_token_files_out(docker_available: None, tmp_path: Path) -> None:
+    """A context of the project's `.dockerignore`, token files and a file to keep, built for real."""
+    shutil.copy(ROOT / ".dockerignore", tmp_path)
+    for name in [*TOKEN_FILES, "kept.txt"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("s3cret\n")
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY . /context/\n")
+    image = docker("build", "--quiet", str(tmp_path)).stdout.strip()
+    container = docker("create", image, "/none").stdout.strip()
+    try:
+        listing = subprocess.run(["docker", "export", container], capture_output=True, check=True, timeout=300).stdout
+        with tarfile.open(fileobj=io.BytesIO(listing)) as tar:
+            built = {name.removeprefix("context/") for name in tar.getnames() if name.startswith("context/")}
+    finally:
+        docker("rm", container, check=False)
+        docker("rmi", image, check=False)
+    assert "kept.txt" in built and not built & set(TOKEN_FILES), built
+
+
+def readme_push_commands() -> list[str]:
+    [block] = [b for b in readme_blocks("hub") if b.lang == "bash"]
+    return [line for line in block.code.splitlines() if line.startswith("openenv push")]
+
+
+@pytest.mark.parametrize("command", readme_push_commands())
+def test_the_readme_push_commands_leave_token_files_out(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`openenv push` for real, up to the Hub, from a copy of the project holding token files: the folder it
+    would upload (and the patterns it would give the upload) leave them out."""
+    from huggingface_hub import HfApi
+    from openenv.cli.__main__ import app
+    from openenv.cli.commands import push as push_command
+    from typer.testing import CliRunner
+
+    project = tmp_path / "rooms"
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for name in tracked.splitlines():
+        if (ROOT / name).is_file():
+            (project / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, project / name)
+    for name in TOKEN_FILES:
+        (project / name).write_text("s3cret\n")
+    uploads: list[dict[str, Any]] = []
+    monkeypatch.setattr(push_command, "whoami", lambda *a, **k: {"name": "tester"})
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, **kw: None)
+    monkeypatch.setattr(
+        HfApi, "upload_folder", lambda self, **kw: uploads.append({**kw, "files": files_under(Path(kw["folder_path"]))})
+    )
+    monkeypatch.chdir(project)
+    result = CliRunner().invoke(app, shlex.split(command)[1:], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    [upload] = uploads
+    assert "openenv.yaml" in upload["files"] and "server/app.py" in upload["files"]
+    assert not upload["files"] & set(TOKEN_FILES), sorted(upload["files"])
+
+
+def files_under(folder: Path) -> set[str]:
+    return {path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()}

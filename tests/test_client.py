@@ -20,12 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from openenv.core.client_types import StepResult
 from openenv.core.env_server.types import State
 from websockets.asyncio.server import ServerConnection
 
 from rooms import RoomsAction, RoomsEnv, RoomsObservation, SyncClient
+from rooms.kit.application import create_app
+from rooms.kit.client import SessionLost
+from rooms.kit.settings import Settings
 from rooms.models import MAX_MESSAGE_LENGTH
+from rooms.server.rooms_environment import RoomsEnvironment
 from tests.conftest import (
     ROOT,
     LiveServer,
@@ -150,7 +155,12 @@ async def test_async_with_and_await(base_url: str) -> None:
 
 def test_a_client_used_with_await_can_be_handed_to_sync_code(base_url: str) -> None:
     env = asyncio.run(_connected(base_url))
+    # The episode was reset on a connection of an event loop that has ended: it cannot go on here.
+    with pytest.raises(SessionLost, match=r"another event loop.*reset\(\) starts a new episode"):
+        env.step(RoomsAction(message="handed over"))
+    env.reset(episode_id="handed over")
     assert env.step(RoomsAction(message="handed over")).reward == 1.1
+    assert env.state() == State(episode_id="handed over", step_count=1)
     env.close()
 
 
@@ -259,15 +269,27 @@ def test_a_timeout_raises_timeout_error_and_the_next_call_works(slow_peer: str, 
             do("state"),
         ]
 
-    reset, slow, fast, state = FORMS[form](slow_peer, script, message_timeout_s=0.2)
+    def rooms_script(do: Do) -> list[Any]:
+        return [*script(do)[:3], do("reset"), do("step", RoomsAction(message="fast")), do("state")]
+
+    if form.startswith("openenv"):
+        reset, slow, fast, state = FORMS[form](slow_peer, script, message_timeout_s=0.2)
+        assert fast.observation.echoed_message == "fast"  # on a fresh socket, a new session: no stale reply read
+    else:
+        # The timed-out call closed its connection: the next call is told the session is gone, reset() opens a new one.
+        reset, slow, lost, again, fast, state = FORMS[form](slow_peer, rooms_script, message_timeout_s=0.2)
+        assert lost[0] is SessionLost and "no reply came within 0.2 s" in lost[1], lost
+        assert again.observation.echoed_message == ""
+        assert fast.observation.echoed_message == "fast"  # not the late "0.5"
     assert reset.observation.echoed_message == ""
     assert slow[0] is TimeoutError
-    assert fast.observation.echoed_message == "fast"  # on a fresh socket: no stale reply read
     assert state.episode_id == "slow"
 
 
 def test_server_restart_mid_episode(server_factory: ServerFactory) -> None:
-    """While the server is down: a clear ConnectionError. Once it is back: a new session.
+    """Rooms: `SessionLost` from every call but `reset()`, while the server is down and once it is back;
+    `reset()` then starts a new episode (step 1, a new id). OpenEnv's client: a `ConnectionError` while
+    down, and once back a step silently answered by a new session.
 
     Every form at once, each mid-episode on its own session, around one kill and one restart."""
     server = server_factory()
@@ -282,25 +304,35 @@ def test_server_restart_mid_episode(server_factory: ServerFactory) -> None:
     restarted = threading.Barrier(len(FORMS), action=restart)
 
     def script(do: Do) -> list[Any]:
-        before = do("step", RoomsAction(message="before"))
+        before = [do("reset"), do("step", RoomsAction(message="before")), do("state")]
         killed.wait(timeout=120)
-        down = [do("step", RoomsAction(message="while down")), do("step", RoomsAction(message="still down"))]
+        down = [do("step", RoomsAction(message="while down")), do("state"), do("reset")]
         restarted.wait(timeout=120)
-        after = [do("reset", episode_id="after"), do("step", RoomsAction(message="after")), do("state")]
-        return [before, down, *after]
+        back = [do("step", RoomsAction(message="back")), do("state")]
+        after = [do("reset"), do("step", RoomsAction(message="after")), do("state")]
+        return [before, down, back, after]
 
     with ThreadPoolExecutor(len(FORMS)) as forms:
         running = {form: forms.submit(drive, server.url, script) for form, drive in FORMS.items()}
     refused = f"Failed to connect to ws://127.0.0.1:{server.port}/ws"
     for form, outcome in running.items():
-        before, (first, second), _, after, state = outcome.result()
-        assert before.reward == 0.6, form
-        # The first call may still find the old socket open (the client has not read its end yet): the
-        # server is then said to have closed the session before replying. Either way, then refused.
-        assert issubclass(first[0], ConnectionError), (form, first)
-        assert refused in first[1] or first[1].startswith("The server closed the session before replying"), form
-        assert issubclass(second[0], ConnectionError) and refused in second[1], (form, second)
-        assert (after.reward, state) == (0.5, State(episode_id="after", step_count=1)), form
+        (_, before, old), (step_down, state_down, reset_down), (step_back, state_back), after = outcome.result()
+        assert (before.reward, old.step_count) == (0.6, 1), form
+        if form.startswith("openenv"):
+            assert issubclass(step_down[0], ConnectionError), (form, step_down)
+            assert issubclass(reset_down[0], ConnectionError) and refused in reset_down[1], (form, reset_down)
+            # Once the server is back, its next step is answered by a new session: step 1 of another episode.
+            assert state_back.step_count == 1 and state_back.episode_id != old.episode_id, form
+            continue
+        for call in (step_down, state_down, step_back, state_back):
+            assert call[0] is SessionLost, (form, call)
+            assert "reset() starts a new episode" in call[1], (form, call)
+        # The server is down: reset() tries a new session and says it cannot reach the server.
+        assert reset_down[0] is ConnectionError and refused in reset_down[1], (form, reset_down)
+        reset, step, state = after
+        assert reset.observation.echoed_message == "Rooms environment ready!", form
+        assert (step.reward, step.observation.metadata["step"], state.step_count) == (0.5, 1, 1), form
+        assert state.episode_id != old.episode_id, form
 
 
 def uvicorn_command(port: int, *options: str) -> list[str]:
@@ -367,9 +399,18 @@ def test_a_server_that_stops_answering_pings_is_left_for_a_new_session(freezable
             os.killpg(server.process.pid, signal.SIGCONT)
         return [*first, do("state")]
 
-    _, before, state = FORMS[form](server.url, script, websocket_ping_interval_s=0.2, websocket_ping_timeout_s=0.3)
+    def rooms_script(do: Do) -> list[Any]:
+        return [*script(do), do("reset", episode_id="thawed"), do("state")]
+
+    options = {"websocket_ping_interval_s": 0.2, "websocket_ping_timeout_s": 0.3}
+    if form.startswith("openenv"):
+        _, before, state = FORMS[form](server.url, script, **options)
+        assert state.step_count == 0 and state.episode_id != "frozen"  # silently, another session
+    else:
+        _, before, lost, _, state = FORMS[form](server.url, rooms_script, **options)
+        assert lost[0] is SessionLost, lost
+        assert state == State(episode_id="thawed", step_count=0)
     assert before.reward == 0.6
-    assert state.step_count == 0 and state.episode_id != "frozen"
 
 
 @pytest.fixture(scope="module")
@@ -504,9 +545,123 @@ def vanishing_peer() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
-def test_a_session_lost_while_waiting_for_a_reply_raises_connection_error(vanishing_peer: str) -> None:
+def test_a_session_lost_while_waiting_for_a_reply_raises_session_lost(vanishing_peer: str) -> None:
     with RoomsEnv(base_url=vanishing_peer).sync() as env:
         assert env.step(RoomsAction(message="before")).reward == 0.6
-        with pytest.raises(ConnectionError, match="closed the session before replying"):
+        with pytest.raises(SessionLost, match="the connection dropped"):
             env.step(RoomsAction(message="vanish"))
+        with pytest.raises(SessionLost, match="the connection dropped"):
+            env.step(RoomsAction(message="after"))  # never on a new connection behind the episode's back
+        env.reset()
         assert env.step(RoomsAction(message="after")).reward == 0.5  # on a new connection
+
+
+# --- request/response pairing and sessions the server ends, on an in-process server ------------
+
+
+class SlowRooms(RoomsEnvironment):
+    """Rooms, whose step of "sleep:<seconds>" answers that much later (a test-only environment)."""
+
+    async def step_async(self, action: RoomsAction, timeout_s: float | None = None, **kwargs: Any) -> RoomsObservation:
+        if action.message.startswith("sleep:"):
+            await asyncio.sleep(float(action.message.removeprefix("sleep:")))
+        return self.step(action)
+
+
+@contextlib.contextmanager
+def in_process_server(settings: Settings) -> Iterator[str]:
+    """`SlowRooms` served by uvicorn in a thread of this process; yields its URL."""
+    import uvicorn
+
+    port = free_port()
+    app = create_app(SlowRooms, RoomsAction, RoomsObservation, settings)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def slow_rooms() -> Iterator[str]:
+    with in_process_server(Settings()) as url:
+        yield url
+
+
+ROOMS_FORMS = {form: run for form, run in FORMS.items() if form.startswith("rooms")}
+
+
+@pytest.mark.parametrize("form", ROOMS_FORMS)
+def test_openenv_1143_a_late_reply_never_answers_the_next_call(slow_rooms: str, form: str) -> None:
+    """OpenEnv issue #1143: after a receive timeout, each later reply answered the call before it.
+
+    A step whose reply comes after the client's receive timeout, then more calls: none of them is
+    answered by that late reply (or by the session it belongs to)."""
+
+    def script(do: Do) -> list[Any]:
+        return [
+            do("reset", episode_id="first"),
+            do("step", RoomsAction(message="sleep:1")),
+            do("step", RoomsAction(message="next")),
+            do("state"),
+            do("reset", episode_id="second"),
+            do("step", RoomsAction(message="next")),
+            do("step", RoomsAction(message="and next")),
+            do("state"),
+        ]
+
+    _, late, lost_step, lost_state, reset, step, step_after, state = ROOMS_FORMS[form](
+        slow_rooms, script, message_timeout_s=0.3
+    )
+    assert late[0] is TimeoutError, late
+    for lost in (lost_step, lost_state):
+        assert lost[0] is SessionLost and "no reply came within 0.3 s" in lost[1], lost
+    assert reset.observation.echoed_message == "Rooms environment ready!"
+    assert (step.observation.echoed_message, step.observation.metadata["step"]) == ("next", 1)
+    assert (step_after.observation.echoed_message, step_after.observation.metadata["step"]) == ("and next", 2)
+    assert state == State(episode_id="second", step_count=2)
+
+
+async def test_a_cancelled_call_closes_its_connection(slow_rooms: str) -> None:
+    """A caller's own deadline (`asyncio.wait_for`) cancels the call: its reply is never read as another's."""
+    async with RoomsEnv(base_url=slow_rooms) as env:
+        await env.reset(episode_id="cancelled")
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(env.step(RoomsAction(message="sleep:1")), timeout=0.3)
+        with pytest.raises(SessionLost, match="cancelled while its reply was due"):
+            await env.step(RoomsAction(message="next"))
+        await env.reset(episode_id="again")
+        result = await env.step(RoomsAction(message="next"))
+        assert (result.observation.echoed_message, result.observation.metadata["step"]) == ("next", 1)
+        assert await env.state() == State(episode_id="again", step_count=1)
+
+
+def sessions_open(url: str) -> int:
+    answer: int = requests.get(f"{url}/capacity", timeout=10).json()["active_sessions"]
+    return answer
+
+
+@pytest.mark.parametrize("form", ROOMS_FORMS)
+def test_a_session_the_server_ended_for_idleness_is_lost(form: str) -> None:
+    """The server ends an idle session (an error frame SESSION_EXPIRED, then close 4408): SessionLost."""
+    with in_process_server(Settings(session_timeout_s=0.5)) as url:
+
+        def script(do: Do) -> list[Any]:
+            first = [do("reset", episode_id="idle"), do("step", RoomsAction(message="before"))]
+            deadline = time.monotonic() + 60
+            while sessions_open(url) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            return [*first, do("step", RoomsAction(message="after")), do("state"), do("reset"), do("state")]
+
+        _, before, step, state, _, after = ROOMS_FORMS[form](url, script)
+    assert before.reward == 0.6
+    for lost in (step, state):
+        assert lost[0] is SessionLost and "the server ended it" in lost[1], lost
+        assert "idle" in lost[1]
+    assert after.step_count == 0 and after.episode_id != "idle"

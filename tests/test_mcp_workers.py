@@ -484,6 +484,15 @@ async def test_the_python_sdk_passes_the_token_through_its_http_client(token_ser
     assert await python_sessions(token_server.mcp_url, 5, concurrent=False, headers=AUTHORIZATION) == []
 
 
+async def test_the_documented_python_sdk_token_block(token_server: Server) -> None:
+    from tests.readme_blocks import readme_blocks
+
+    [block] = readme_blocks("mcp-token")
+    scope: dict[str, Any] = {}
+    exec(block.code, scope)
+    assert await scope["tools"](token_server.mcp_url, TOKEN) == ["echo"]
+
+
 def test_mcp_tool_client_passes_the_token_in_headers(token_server: Server) -> None:
     with MCPToolClient(base_url=token_server.url, headers=AUTHORIZATION).sync() as env:
         assert [tool.name for tool in env.list_tools()] == ["echo"]
@@ -504,6 +513,16 @@ def test_inspector2_cli_passes_the_token_with_header(token_server: Server, tmp_p
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert json.loads(done.stdout)["structuredContent"]["metadata"]["step"] == 1
+
+
+def test_inspector2_cli_without_the_token_shows_the_401(token_server: Server, tmp_path: Path) -> None:
+    """Without --header, Inspector's CLI in its non-interactive mode (--stored-auth-only) shows Rooms' 401 message.
+
+    (Without that flag, Inspector 2.x answers any 401 with an interactive OAuth attempt, whatever discovery finds.)"""
+    done = inspector2(token_server.mcp_url, tmp_path, "--method", "tools/list", "--stored-auth-only")
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output[-2000:]
+    assert "This server wants an access token: send the header 'Authorization: Bearer <token>'" in output, output
 
 
 def test_the_documented_haproxy_affinity_keeps_each_session_on_its_server(tmp_path: Path) -> None:
