@@ -253,9 +253,9 @@ def shared_server() -> Iterator[SharedServers]:
     servers.stop_all()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def live_server(shared_server: SharedServers) -> InProcessServer:
-    """One default server, in process, shared by the run."""
+    """The default server of `shared_server`, holding no session (asked for each test: it may have been replaced)."""
     return shared_server()
 
 
