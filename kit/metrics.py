@@ -1,0 +1,421 @@
+"""`GET /metrics`: the server's Prometheus metrics, every worker summed, in Prometheus's text format.
+
+Families are named after the package (`<package>_`, so a copy of the kit for another environment
+names its own), by Prometheus's conventions (units in names, `_total` counters):
+
+- `<package>_sessions_open{door}` and `<package>_sessions_limit`: sessions held now, and the most the
+  server holds (`MAX_CONCURRENT_ENVS` times the workers);
+- `<package>_sessions_{opened,closed,reaped}_total{door}`, `<package>_sessions_refused_total{door,reason}`
+  (capacity, token, origin, payload, expired: a request for a session the server no longer holds);
+- `<package>_steps_total{door}` (`step` messages on `/ws`, `tools/call` requests on the MCP doors,
+  `POST /step` on door `http`), `<package>_step_seconds{door}` (from the request's arrival to its
+  answer, in the server), `<package>_request_size_bytes{door}`, `<package>_errors_total{code}`;
+- `<package>_reward`: a histogram of the rewards the environment handed out (its `_sum` is their total);
+- `<package>_build_info{version,openenv_version}`, and `<package>_process_*{pid}` of each worker
+  (CPU seconds, resident memory, open file descriptors).
+
+Under `server --workers N` every worker writes its values to files in the run directory
+(prometheus-client's multiprocess mode, `PROMETHEUS_MULTIPROC_DIR`, set by the `server` command),
+and a scrape of any worker reads them all: the counts of a worker that exited stay, its gauges go.
+On the step path a metric is one increment of a child bound to its labels when the app is made.
+`<PREFIX>METRICS=false` leaves all of it out (no route, no counting).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
+from importlib import metadata
+from time import perf_counter
+from typing import Any
+
+from fastapi import FastAPI, Response
+from openenv.core.env_server.interfaces import Environment
+from openenv.core.env_server.types import Action, Observation
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .package import PACKAGE, package_version
+from .sessions import MCP_PATH, SESSION_QUERY, WS_PATH, Door
+from .settings import PREFIX
+from .standard_mcp import is_standard_request
+from .workers import forwarded
+
+NAMESPACE = PACKAGE
+METRICS_PATH = "/metrics"
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own setting
+METRICS_SETTING = f"{PREFIX}METRICS"
+STEP_PATH = "/step"
+METERED_HTTP = (MCP_PATH, STEP_PATH)
+HTTP_DOOR = "http"  # OpenEnv's stateless HTTP routes, and every other one
+DOORS = (*(door.value for door in Door), HTTP_DOOR)
+REASONS = ("capacity", "token", "origin", "payload", "expired")
+STEP_BUCKETS = (50e-6, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+SIZE_BUCKETS = (64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
+REWARD_BUCKETS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 100.0, 1000.0)  # none below 0: then `_sum` is exposed
+STEP_FRAMES = ('{"type": "step"', '{"type":"step"')  # a step message as json.dumps and pydantic write it
+TYPED_FRAMES = ('{"type": "', '{"type":"')  # any other message whose type comes first: not a step
+ERROR_FRAMES = ('{"type": "error"', '{"type":"error"')
+TOOL_CALL = "tools/call"
+PAYLOAD_TOO_BIG = 1009  # the WebSocket close code of a frame past uvicorn's ws_max_size
+PID_FILE = re.compile(r"_(\d+)\.db$")
+
+# No `_created` series: under --workers there are none (multiprocess mode), and the scrape is half as long.
+disable_created_metrics()
+
+
+class DoorMeter:
+    """One door's children, bound to its label once: steps, their time, request sizes."""
+
+    def __init__(self, metrics: Metrics, door: str) -> None:
+        self.steps = metrics.steps.labels(door)
+        self.seconds = metrics.step_seconds.labels(door)
+        self.size = metrics.request_size.labels(door)
+        self.refused = {reason: metrics.refused_total.labels(door, reason) for reason in REASONS}
+
+
+class Metrics:
+    """The families of one app, and the registry a scrape reads (every worker's, under `--workers`)."""
+
+    def __init__(self, limit: int, pids: Callable[[], Iterable[int]] = lambda: ()) -> None:
+        self.multiprocess = bool(os.environ.get(MULTIPROCESS_DIR))
+        self.pids = pids  # the other workers' pids, for their process metrics
+        own = CollectorRegistry(auto_describe=True)  # the families' own (one per app, so apps in a process differ)
+        name = NAMESPACE
+
+        def gauge(metric: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+            return Gauge(f"{name}_{metric}", doc, labels, registry=own, multiprocess_mode="livesum")
+
+        self.open = gauge("sessions_open", "Sessions held now, by door", ("door",))
+        self.limit = gauge("sessions_limit", "The most sessions the server holds (MAX_CONCURRENT_ENVS per worker)")
+
+        def counter(metric: str, doc: str, labels: tuple[str, ...]) -> Counter:
+            return Counter(f"{name}_{metric}", doc, labels, registry=own)
+
+        self.opened = counter("sessions_opened", "Sessions opened, by door", ("door",))
+        self.closed = counter("sessions_closed", "Sessions ended (reaped included), by door", ("door",))
+        self.reaped = counter("sessions_reaped", "Sessions ended after SESSION_TIMEOUT_S idle, by door", ("door",))
+        self.refused_total = counter("sessions_refused", "Requests refused at a door, by reason", ("door", "reason"))
+        self.steps = counter("steps", "Steps served (on MCP doors: tools/call), by door", ("door",))
+        self.errors = counter("errors", "Errors answered, by code", ("code",))
+        self.step_seconds = Histogram(
+            f"{name}_step_seconds", "Time from a step's arrival to its answer, in the server", ["door"],
+            buckets=STEP_BUCKETS, registry=own,
+        )  # fmt: skip
+        self.request_size = Histogram(
+            f"{name}_request_size_bytes", "Size of request bodies and WebSocket text frames", ["door"],
+            buckets=SIZE_BUCKETS, registry=own,
+        )  # fmt: skip
+        self.reward = Histogram(f"{name}_reward", "Rewards handed out", buckets=REWARD_BUCKETS, registry=own)
+        self.doors = {door: DoorMeter(self, door) for door in DOORS}
+        self.open_by_door = {door: self.open.labels(door) for door in DOORS}
+        self.opened_by_door = {door: self.opened.labels(door) for door in DOORS}
+        self.closed_by_door = {door: self.closed.labels(door) for door in DOORS}
+        self.reaped_by_door = {door: self.reaped.labels(door) for door in DOORS}
+        self.error_codes: dict[str, Counter] = {}
+        self.calling_tool: ContextVar[bool] = ContextVar(f"{name}_calling_tool", default=False)
+        self.limit.set(limit)
+        self.own = own
+        self.about = About(self)
+
+    # --- what the doors report ------------------------------------------------------------------
+
+    def opened_session(self, door: str) -> None:
+        self.opened_by_door[door].inc()
+        self.open_by_door[door].inc()
+
+    def closed_session(self, door: str) -> None:
+        self.closed_by_door[door].inc()
+        self.open_by_door[door].dec()
+
+    def reaped_session(self, door: str) -> None:
+        self.reaped_by_door[door].inc()
+
+    def refused(self, door: str, reason: str) -> None:
+        self.doors[door].refused[reason].inc()
+
+    def refused_request(self, scope: Scope, reason: str) -> None:
+        """A request refused before any door took it (access, bounds): counted at the door it was for."""
+        if not forwarded(scope):
+            self.refused(door_of(scope), reason)
+
+    def error(self, code: str) -> None:
+        child = self.error_codes.get(code)
+        if child is None:
+            child = self.error_codes[code] = self.errors.labels(code)
+        child.inc()
+
+    def rewarded(self, reward: Any) -> None:
+        if isinstance(reward, (int, float)) and not isinstance(reward, bool):
+            self.reward.observe(reward)
+
+    def stepped(self, reward: Any) -> None:
+        """A step of the environment's own: its reward, unless a tool call took the step (counted there)."""
+        if not self.calling_tool.get():
+            self.rewarded(reward)
+
+    # --- a scrape -------------------------------------------------------------------------------
+
+    def registry(self) -> CollectorRegistry:
+        """What a scrape reads: this app's families (every worker's, under `--workers`), and `About`."""
+        if not self.multiprocess:
+            return self.own
+        path = os.environ[MULTIPROCESS_DIR]
+        for pid in pids_with_live_gauges(path):
+            if not alive(pid):
+                mark_process_dead(pid, path)  # type: ignore[no-untyped-call]  # a worker that died without its lifespan's end: its gauges go
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
+        registry.register(self.about)
+        return registry
+
+    def scrape(self) -> bytes:
+        return generate_latest(self.registry())
+
+    def stop(self) -> None:
+        """This worker is ending: under `--workers`, its gauges leave the sum (its counts stay)."""
+        if self.multiprocess:
+            mark_process_dead(os.getpid(), os.environ[MULTIPROCESS_DIR])  # type: ignore[no-untyped-call]
+
+
+class About(Collector):
+    """What a scrape reads besides the families: the build, and each worker's process metrics."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.build = GaugeMetricFamily(
+            f"{NAMESPACE}_build_info", "The package's version and OpenEnv's", labels=["version", "openenv_version"]
+        )
+        self.build.add_metric([package_version(), openenv_version()], 1.0)
+        metrics.own.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        yield self.build
+        yield from process_metrics(sorted({os.getpid(), *self.metrics.pids()}))
+
+
+def process_metrics(pids: list[int]) -> Iterator[Metric]:
+    """prometheus-client's process metrics (`/proc`) of each of `pids`, labelled with the pid."""
+    merged: dict[str, Metric] = {}
+    for pid in pids:
+        collector = ProcessCollector(namespace=NAMESPACE, pid=lambda pid=pid: pid, registry=None)  # type: ignore[misc]
+        for family in collector.collect():
+            into = merged.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+            for sample in family.samples:
+                into.add_sample(sample.name, {**sample.labels, "pid": str(pid)}, sample.value)
+    yield from merged.values()
+
+
+def openenv_version() -> str:
+    try:
+        return metadata.version("openenv")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def pids_with_live_gauges(path: str) -> set[int]:
+    found = (PID_FILE.search(name) for name in glob.glob(os.path.join(path, "gauge_live*_*.db")))
+    return {int(match.group(1)) for match in found if match}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def door_of(scope: Scope) -> str:
+    """The door a request is for: its path, and for `/mcp` its dialect."""
+    path = scope["path"]
+    if scope["type"] == "websocket":
+        return Door.MCP_OPENENV.value if path == MCP_PATH or attaches(scope) else Door.WS.value
+    if path == MCP_PATH:
+        return Door.MCP_STANDARD.value if is_standard_request(scope) else Door.MCP_OPENENV.value
+    return HTTP_DOOR
+
+
+def attaches(scope: Scope) -> bool:
+    """Whether a `/ws` handshake attaches to an OpenEnv MCP session (`?session_id=`)."""
+    return SESSION_QUERY.encode() in scope.get("query_string", b"")
+
+
+# --- counting steps, at the doors ---------------------------------------------------------------
+
+
+class Metering:
+    """ASGI middleware (inside the access check and the bounds): steps, their time and request sizes at each
+    door, and the errors answered. A request another worker handed over was counted by that worker."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "websocket" and scope["path"] in (WS_PATH, MCP_PATH) and not forwarded(scope):
+            await self.websocket(scope, receive, send)
+        elif kind == "http" and scope["method"] == "POST" and scope["path"] in METERED_HTTP and not forwarded(scope):
+            await self.http(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        jsonrpc = scope["path"] == MCP_PATH
+        meter = self.metrics.doors[door_of(scope)]
+        steps, seconds, size = meter.steps, meter.seconds, meter.size
+        error = self.metrics.error
+        started = 0.0
+
+        async def receive_metered() -> Message:
+            nonlocal started
+            message = await receive()
+            if message["type"] == "websocket.receive":
+                text = message.get("text")
+                if text is not None:
+                    size.observe(len(text))
+                    if is_step_frame(text, jsonrpc):
+                        started = perf_counter()
+            elif message["type"] == "websocket.disconnect" and message.get("code") == PAYLOAD_TOO_BIG:
+                meter.refused["payload"].inc()
+            return message
+
+        async def send_metered(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "websocket.send":
+                if started:
+                    seconds.observe(perf_counter() - started)
+                    steps.inc()
+                    started = 0.0
+                text = message.get("text")
+                if text is not None and text.startswith(ERROR_FRAMES):
+                    code = error_code(text)
+                    if code is not None:
+                        error(code)
+            await send(message)
+
+        await self.app(scope, receive_metered, send_metered)
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        meter = self.metrics.doors[door_of(scope)]
+        first = await receive()  # the bounds (limits.py) read the whole body already: one message
+        body: bytes = first.get("body", b"")
+        meter.size.observe(len(body))
+        step = scope["path"] == STEP_PATH or is_tool_call(body)
+        started = perf_counter()
+        replayed = False
+
+        async def receive_replayed() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return first
+            return await receive()
+
+        async def send_metered(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                self.metrics.error(f"HTTP_{message['status']}")
+            elif step and message["type"] == "http.response.body" and not message.get("more_body", False):
+                meter.seconds.observe(perf_counter() - started)
+                meter.steps.inc()
+            await send(message)
+
+        await self.app(scope, receive_replayed, send_metered)
+
+
+def is_step_frame(text: str, jsonrpc: bool) -> bool:
+    """Whether a WebSocket frame asks for a step: a `step` message on `/ws` (read from its first key when
+    that is its type, as every OpenEnv client writes it), a `tools/call` in JSON-RPC."""
+    if text.startswith(STEP_FRAMES):
+        return True
+    if TOOL_CALL not in text and (jsonrpc or text.startswith(TYPED_FRAMES) or '"step"' not in text):
+        return False
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return False
+    if not isinstance(message, dict):
+        return False
+    if message.get("type") == "step":
+        return True
+    request = message.get("data") if message.get("type") == "mcp" else message
+    return isinstance(request, dict) and request.get("method") == TOOL_CALL
+
+
+def is_tool_call(body: bytes) -> bool:
+    """Whether a JSON-RPC request body is a `tools/call`."""
+    if TOOL_CALL.encode() not in body:
+        return False
+    try:
+        request = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(request, dict) and request.get("method") == TOOL_CALL
+
+
+def error_code(text: str) -> str | None:
+    """The code of an OpenEnv error frame (`VALIDATION_ERROR`, `CAPACITY_REACHED`, ...)."""
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return None
+    data = message.get("data") if isinstance(message, dict) else None
+    return str(data.get("code", "UNKNOWN")) if isinstance(data, dict) else None
+
+
+# --- rewards, where the environment hands them out ----------------------------------------------
+
+
+def metered(env: type[Environment[Any, Any, Any]], metrics: Metrics) -> type[Environment[Any, Any, Any]]:
+    """`env` whose steps' rewards are counted, once each: OpenEnv awaits `step_async` when an environment
+    overrides it (which may call `step`), and runs `step` in the session's thread otherwise, so the one of
+    them OpenEnv calls is wrapped. Tool calls are counted where they run (`Tools.call`)."""
+    rewarded = metrics.stepped
+
+    def step(self: Any, action: Action, timeout_s: float | None = None, **kwargs: Any) -> Observation:
+        observation: Observation = super(wrapper, self).step(action, timeout_s=timeout_s, **kwargs)
+        rewarded(observation.reward)
+        return observation
+
+    async def step_async(self: Any, action: Action, timeout_s: float | None = None, **kwargs: Any) -> Observation:
+        observation: Observation = await super(wrapper, self).step_async(action, timeout_s=timeout_s, **kwargs)
+        rewarded(observation.reward)
+        return observation
+
+    methods: dict[str, Any] = {"__doc__": env.__doc__, "__qualname__": env.__qualname__, "__module__": env.__module__}
+    if env.step_async is Environment.step_async:
+        methods["step"] = step
+    else:
+        methods["step_async"] = step_async
+    wrapper: type[Any] = type(env.__name__, (env,), methods)
+    return wrapper
+
+
+def add_metrics_route(app: FastAPI, metrics: Metrics) -> None:
+    """`GET /metrics`: Prometheus's text format, of every worker."""
+
+    @app.get(METRICS_PATH, tags=["Health"], summary="Prometheus metrics of the whole server (every worker)")
+    def scrape() -> Response:
+        return Response(metrics.scrape(), media_type=CONTENT_TYPE_LATEST)
+
+
+__all__ = ["METRICS_SETTING", "MULTIPROCESS_DIR", "Metering", "Metrics", "add_metrics_route", "door_of", "metered"]
