@@ -77,7 +77,7 @@ PAYLOAD_TOO_BIG = 1009  # the WebSocket close code of a frame past uvicorn's ws_
 PID_FILE = re.compile(r"_(\d+)\.db$")
 
 # No `_created` series: under --workers there are none (multiprocess mode), and the scrape is half as long.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class DoorMeter:
