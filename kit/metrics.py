@@ -7,9 +7,10 @@ names its own), by Prometheus's conventions (units in names, `_total` counters):
   server holds (`MAX_CONCURRENT_ENVS` times the workers);
 - `<package>_sessions_{opened,closed,reaped}_total{door}`, `<package>_sessions_refused_total{door,reason}`
   (capacity, token, origin, payload, expired: a request for a session the server no longer holds);
-- `<package>_steps_total{door}` (`step` messages on `/ws`, `tools/call` requests on the MCP doors,
-  `POST /step` on door `http`), `<package>_step_seconds{door}` (from the request's arrival to its
-  answer, in the server), `<package>_request_size_bytes{door}`, `<package>_errors_total{code}`;
+- `<package>_steps_total{door}`: steps answered with their observation (`step` messages on `/ws`,
+  `tools/call` requests on the MCP doors, `POST /step` on door `http`; one answered with an error
+  counts in `<package>_errors_total{code}` instead), `<package>_step_seconds{door}` (from the
+  request's arrival to its answer, in the server), `<package>_request_size_bytes{door}`;
 - `<package>_reward`: a histogram of the rewards the environment handed out (its `_sum` is their total);
 - `<package>_build_info{version,openenv_version}`, and `<package>_process_*{pid}` of each worker
   (CPU seconds, resident memory, open file descriptors).
@@ -302,15 +303,15 @@ class Metering:
         async def send_metered(message: Message) -> None:
             nonlocal started
             if message["type"] == "websocket.send":
-                if started:
-                    seconds.observe(perf_counter() - started)
-                    steps.inc()
-                    started = 0.0
                 text = message.get("text")
                 if text is not None and text.startswith(ERROR_FRAMES):
                     code = error_code(text)
                     if code is not None:
                         error(code)
+                elif started:
+                    seconds.observe(perf_counter() - started)
+                    steps.inc()
+                started = 0.0
             await send(message)
 
         await self.app(scope, receive_metered, send_metered)
@@ -323,6 +324,7 @@ class Metering:
         step = scope["path"] == STEP_PATH or is_tool_call(body)
         started = perf_counter()
         replayed = False
+        served = True
 
         async def receive_replayed() -> Message:
             nonlocal replayed
@@ -332,9 +334,11 @@ class Metering:
             return await receive()
 
         async def send_metered(message: Message) -> None:
+            nonlocal served
             if message["type"] == "http.response.start" and message["status"] >= 400:
                 self.metrics.error(f"HTTP_{message['status']}")
-            elif step and message["type"] == "http.response.body" and not message.get("more_body", False):
+                served = False
+            elif step and served and message["type"] == "http.response.body" and not message.get("more_body", False):
                 meter.seconds.observe(perf_counter() - started)
                 meter.steps.inc()
             await send(message)
