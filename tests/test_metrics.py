@@ -89,7 +89,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 def ws(url: str, path: str = "/ws", **options: Any) -> ClientConnection:
     headers = options.pop("headers", AUTHORIZATION)
-    return connect(f"ws://{url.removeprefix('http://')}{path}", additional_headers=headers, **options)
+    connection: ClientConnection = connect(
+        f"ws://{url.removeprefix('http://')}{path}", additional_headers=headers, **options
+    )
+    return connection
 
 
 def frame(connection: ClientConnection, message: dict[str, Any], sent: list[int]) -> dict[str, Any]:
@@ -161,8 +164,8 @@ def test_a_known_workload_moves_every_family_by_exactly_its_amount(server: LiveS
     # OpenEnv's MCP WebSocket: one tool call.
     mcp_frames: list[int] = []
     with ws(url, "/mcp") as session:
-        call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {}}}
-        call["params"]["arguments"] = {"message": "abcd"}
+        params = {"name": "echo", "arguments": {"message": "abcd"}}
+        call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}
         assert "result" in frame(session, call, mcp_frames)
 
     # The standard MCP: two calls and one with wrong arguments (INVALID_ARGS), then DELETE.
@@ -201,7 +204,7 @@ def test_a_known_workload_moves_every_family_by_exactly_its_amount(server: LiveS
     with pytest.raises(Exception, match="401"):
         ws(url, headers={})
     with pytest.raises(Exception, match="403"):
-        ws(url, origin="http://elsewhere.example")  # type: ignore[arg-type]
+        ws(url, origin="http://elsewhere.example")
 
     # expired: a standard MCP session left idle past SESSION_TIMEOUT_S, then used.
     idle = StandardSession(url)
