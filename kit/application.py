@@ -52,7 +52,7 @@ def create_app(
     settings = settings or Settings.from_env()
     sessions = Sessions(settings.max_concurrent_envs, settings.session_timeout_s)
     workers = Workers.from_env()
-    metrics = Metrics(settings.max_concurrent_envs, workers.peers) if settings.metrics else None
+    metrics = Metrics(settings.max_concurrent_envs, workers) if settings.metrics else None
     if metrics is not None:  # metrics.py: GET /metrics, and what the doors and the environment count
         sessions.metrics, env = metrics, metered(env, metrics)
     tools = Tools.of(env)  # MCP tools (tools.py), when the environment declares some
@@ -108,6 +108,8 @@ def run_beside(
     async def lifespan(outer: Any) -> AsyncIterator[Any]:
         async with anyio.create_task_group() as group:
             group.start_soon(sessions.reap_forever)
+            if metrics is not None and metrics.saved is not None:
+                group.start_soon(metrics.save_forever)
             async with AsyncExitStack() as stack:
                 if standard is not None:
                     await stack.enter_async_context(standard.available())

@@ -19,7 +19,6 @@ import tempfile
 from collections.abc import Sequence
 from functools import cache
 from importlib import import_module
-from pathlib import Path
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -27,8 +26,6 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from .package import NAME, PACKAGE
 from .settings import PREFIX, Settings, SettingsError
 from .workers import RUN_DIR_SETTING
-
-MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's setting (metrics.py; not imported here)
 
 SHUTDOWN_GRACE_S = 3  # open WebSockets are closed (1012) and the process exits within this
 # With --workers, each worker first imports OpenEnv (and Gradio, with the web interface on): several
@@ -143,10 +140,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(access_message(settings), flush=True)
     with tempfile.TemporaryDirectory(prefix=f"{PACKAGE}-server-") as run_dir:
         os.environ[RUN_DIR_SETTING] = run_dir  # the workers' sockets (workers.py), inherited by each worker
-        if args.workers > 1 and settings.metrics:  # each worker's metrics in files, summed by a scrape (metrics.py)
-            metrics_dir = Path(run_dir) / "metrics"
-            metrics_dir.mkdir()
-            os.environ[MULTIPROCESS_DIR] = str(metrics_dir)
         serve(settings, args)
 
 

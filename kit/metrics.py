@@ -24,43 +24,37 @@ On the step path a metric is one increment of a child bound to its labels when t
 
 from __future__ import annotations
 
-import glob
+import contextlib
 import json
 import os
-import re
-from collections.abc import Callable, Iterable, Iterator
+import threading
+from bisect import bisect_left
+from collections.abc import Iterator
 from contextvars import ContextVar
 from importlib import metadata
+from itertools import accumulate
 from time import perf_counter
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Response
 from openenv.core.env_server.interfaces import Environment
 from openenv.core.env_server.types import Action, Observation
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-)
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .package import PACKAGE, package_version
 from .sessions import MCP_PATH, SESSION_QUERY, WS_PATH, Door
 from .settings import PREFIX
 from .standard_mcp import is_standard_request
-from .workers import forwarded
+from .workers import Workers, forwarded
 
 NAMESPACE = PACKAGE
 METRICS_PATH = "/metrics"
-MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own setting
 METRICS_SETTING = f"{PREFIX}METRICS"
 STEP_PATH = "/step"
 METERED_HTTP = (MCP_PATH, STEP_PATH)
@@ -75,14 +69,63 @@ TYPED_FRAMES = ('{"type": "', '{"type":"')  # any other message whose type comes
 ERROR_FRAMES = ('{"type": "error"', '{"type":"error"')
 TOOL_CALL = "tools/call"
 PAYLOAD_TOO_BIG = 1009  # the WebSocket close code of a frame past uvicorn's ws_max_size
-PID_FILE = re.compile(r"_(\d+)\.db$")
+SAVE_EVERY_S = 1.0  # how often a worker saves its counts (those of a worker that dies count up to then)
 
-# No `_created` series: under --workers there are none (multiprocess mode), and the scrape is half as long.
-disable_created_metrics()  # type: ignore[no-untyped-call]
+
+class Count:
+    """A counter's or gauge's value in this worker: a float, changed only in its event loop (no lock)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        self.value -= amount
+
+
+class Tally:
+    """A histogram's buckets and sum in this worker: one `bisect` and two additions per observation."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last: above every bound (+Inf)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+
+class Family:
+    """One metric family of this worker: its children by label values, each made once and kept."""
+
+    def __init__(
+        self, name: str, kind: str, doc: str, labels: tuple[str, ...] = (), bounds: tuple[float, ...] = ()
+    ) -> None:
+        self.name, self.kind, self.doc, self.labelnames, self.bounds = name, kind, doc, labels, bounds
+        self.children: dict[tuple[str, ...], Any] = {}
+
+    def labels(self, *values: str) -> Any:
+        child = self.children.get(values)
+        if child is None:
+            child = self.children[values] = Tally(self.bounds) if self.kind == "histogram" else Count()
+        return child
+
+    def snapshot(self) -> list[Any]:
+        """The children's values, as JSON."""
+        if self.kind == "histogram":
+            return [[list(values), [*child.counts, child.sum]] for values, child in self.children.items()]
+        return [[list(values), child.value] for values, child in self.children.items()]
 
 
 class DoorMeter:
-    """One door's children, bound to its label once: steps, their time, request sizes."""
+    """One door's children, bound to its label once: steps, their time, request sizes, refusals."""
 
     def __init__(self, metrics: Metrics, door: str) -> None:
         self.steps = metrics.steps.labels(door)
@@ -92,48 +135,57 @@ class DoorMeter:
 
 
 class Metrics:
-    """The families of one app, and the registry a scrape reads (every worker's, under `--workers`)."""
+    """The families of one worker, counted on the step path in plain floats (no lock, no system call), and
+    read at a scrape: this worker's, and under `--workers` every other worker's, asked over its socket
+    (`workers.py`); each worker also saves its counts to the run directory every `SAVE_EVERY_S`, so those
+    of a worker that exited still count (its gauges do not)."""
 
-    def __init__(self, limit: int, pids: Callable[[], Iterable[int]] = lambda: ()) -> None:
-        self.multiprocess = bool(os.environ.get(MULTIPROCESS_DIR))
-        self.pids = pids  # the other workers' pids, for their process metrics
-        own = CollectorRegistry(auto_describe=True)  # the families' own (one per app, so apps in a process differ)
+    def __init__(self, limit: int, workers: Workers | None = None) -> None:
+        self.workers = workers
+        run_dir = workers.run_dir if workers is not None else None
+        self.saved = run_dir / "metrics" if run_dir is not None else None
         name = NAMESPACE
+        self.families: list[Family] = []
 
-        def gauge(metric: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
-            return Gauge(f"{name}_{metric}", doc, labels, registry=own, multiprocess_mode="livesum")
+        def family(
+            metric: str, kind: str, doc: str, labels: tuple[str, ...] = (), bounds: tuple[float, ...] = ()
+        ) -> Family:
+            made = Family(f"{name}_{metric}", kind, doc, labels, bounds)
+            self.families.append(made)
+            return made
 
-        self.open = gauge("sessions_open", "Sessions held now, by door", ("door",))
-        self.limit = gauge("sessions_limit", "The most sessions the server holds (MAX_CONCURRENT_ENVS per worker)")
-
-        def counter(metric: str, doc: str, labels: tuple[str, ...]) -> Counter:
-            return Counter(f"{name}_{metric}", doc, labels, registry=own)
-
-        self.opened = counter("sessions_opened", "Sessions opened, by door", ("door",))
-        self.closed = counter("sessions_closed", "Sessions ended (reaped included), by door", ("door",))
-        self.reaped = counter("sessions_reaped", "Sessions ended after SESSION_TIMEOUT_S idle, by door", ("door",))
-        self.refused_total = counter("sessions_refused", "Requests refused at a door, by reason", ("door", "reason"))
-        self.steps = counter("steps", "Steps served (on MCP doors: tools/call), by door", ("door",))
-        self.errors = counter("errors", "Errors answered, by code", ("code",))
-        self.step_seconds = Histogram(
-            f"{name}_step_seconds", "Time from a step's arrival to its answer, in the server", ["door"],
-            buckets=STEP_BUCKETS, registry=own,
+        self.open = family("sessions_open", "gauge", "Sessions held now, by door", ("door",))
+        self.limit = family("sessions_limit", "gauge", "The most sessions the server holds (all its workers)")
+        self.opened = family("sessions_opened", "counter", "Sessions opened, by door", ("door",))
+        self.closed = family("sessions_closed", "counter", "Sessions ended (reaped included), by door", ("door",))
+        self.reaped = family("sessions_reaped", "counter", "Sessions ended after SESSION_TIMEOUT_S idle", ("door",))
+        self.refused_total = family(
+            "sessions_refused", "counter", "Requests refused at a door, by door and reason", ("door", "reason")
+        )
+        self.steps = family("steps", "counter", "Steps answered with an observation, by door", ("door",))
+        self.errors = family("errors", "counter", "Errors answered, by code", ("code",))
+        self.step_seconds = family(
+            "step_seconds", "histogram", "Time from a step's arrival to its answer, in the server", ("door",),
+            STEP_BUCKETS,
         )  # fmt: skip
-        self.request_size = Histogram(
-            f"{name}_request_size_bytes", "Size of request bodies and WebSocket text frames", ["door"],
-            buckets=SIZE_BUCKETS, registry=own,
+        self.request_size = family(
+            "request_size_bytes", "histogram", "Size of request bodies and WebSocket text frames", ("door",),
+            SIZE_BUCKETS,
         )  # fmt: skip
-        self.reward = Histogram(f"{name}_reward", "Rewards handed out", buckets=REWARD_BUCKETS, registry=own)
+        self.reward = family("reward", "histogram", "Rewards handed out", (), REWARD_BUCKETS)
         self.doors = {door: DoorMeter(self, door) for door in DOORS}
         self.open_by_door = {door: self.open.labels(door) for door in DOORS}
         self.opened_by_door = {door: self.opened.labels(door) for door in DOORS}
         self.closed_by_door = {door: self.closed.labels(door) for door in DOORS}
         self.reaped_by_door = {door: self.reaped.labels(door) for door in DOORS}
-        self.error_codes: dict[str, Counter] = {}
+        self.rewards = self.reward.labels()
+        self.threads_lock = threading.Lock()  # for rewards counted in an environment's own thread (sync step)
         self.calling_tool: ContextVar[bool] = ContextVar(f"{name}_calling_tool", default=False)
-        self.limit.set(limit)
-        self.own = own
-        self.about = About(self)
+        self.limit.labels().inc(limit)
+        self.build = GaugeMetricFamily(
+            f"{name}_build_info", "The package's version and OpenEnv's", labels=["version", "openenv_version"]
+        )
+        self.build.add_metric([package_version(), openenv_version()], 1.0)
 
     # --- what the doors report ------------------------------------------------------------------
 
@@ -157,58 +209,115 @@ class Metrics:
             self.refused(door_of(scope), reason)
 
     def error(self, code: str) -> None:
-        child = self.error_codes.get(code)
-        if child is None:
-            child = self.error_codes[code] = self.errors.labels(code)
-        child.inc()
+        self.errors.labels(code).inc()
 
     def rewarded(self, reward: Any) -> None:
         if isinstance(reward, (int, float)) and not isinstance(reward, bool):
-            self.reward.observe(reward)
+            self.rewards.observe(reward)
 
     def stepped(self, reward: Any) -> None:
         """A step of the environment's own: its reward, unless a tool call took the step (counted there)."""
         if not self.calling_tool.get():
             self.rewarded(reward)
 
+    def stepped_in_thread(self, reward: Any) -> None:
+        """`stepped` from an environment's thread (its sync `step`), which the event loop does not hold."""
+        with self.threads_lock:
+            self.stepped(reward)
+
     # --- a scrape -------------------------------------------------------------------------------
 
-    def registry(self) -> CollectorRegistry:
-        """What a scrape reads: this app's families (every worker's, under `--workers`), and `About`."""
-        if not self.multiprocess:
-            return self.own
-        path = os.environ[MULTIPROCESS_DIR]
-        for pid in pids_with_live_gauges(path):
-            if not alive(pid):
-                mark_process_dead(pid, path)  # type: ignore[no-untyped-call]  # a worker that died without its lifespan's end: its gauges go
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
-        registry.register(self.about)
-        return registry
+    def snapshot(self) -> dict[str, Any]:
+        """This worker's values, as JSON: what it answers its peers, and what it saves."""
+        return {"pid": os.getpid(), "families": {family.name: family.snapshot() for family in self.families}}
 
-    def scrape(self) -> bytes:
-        return generate_latest(self.registry())
+    async def every_worker(self) -> list[tuple[dict[str, Any], bool]]:
+        """Each worker's snapshot, and whether it is alive: this one's, its peers' (asked over their
+        sockets), and the saved ones of workers gone (their counts, not their gauges)."""
+        found = [(self.snapshot(), True)]
+        if self.workers is None:
+            return found
+        answered = {os.getpid()}
+        for pid, snapshot in await self.workers.ask_each(f"{METRICS_PATH}?worker=this"):
+            answered.add(pid)
+            found.append((snapshot, True))
+        if self.saved is not None:
+            for path in self.saved.glob("*.json"):
+                if path.stem.isdigit() and int(path.stem) not in answered:
+                    with contextlib.suppress(OSError, ValueError):
+                        found.append((json.loads(path.read_text()), alive(int(path.stem))))
+        return found
+
+    async def scrape(self) -> bytes:
+        """Prometheus's text format of every worker, summed (gauges over the live ones alone)."""
+        workers = await self.every_worker()
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(Exposition(self, workers))
+        return generate_latest(registry)
+
+    def save(self) -> None:
+        """Save this worker's values (so that they count after it exits), atomically."""
+        if self.saved is None:
+            return
+        self.saved.mkdir(exist_ok=True)
+        path = self.saved / f"{os.getpid()}.json"
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.snapshot()))
+        temporary.replace(path)
+
+    async def save_forever(self) -> None:
+        while True:
+            self.save()
+            await anyio.sleep(SAVE_EVERY_S)
 
     def stop(self) -> None:
-        """This worker is ending: under `--workers`, its gauges leave the sum (its counts stay)."""
-        if self.multiprocess:
-            mark_process_dead(os.getpid(), os.environ[MULTIPROCESS_DIR])  # type: ignore[no-untyped-call]
+        """This worker is ending: its counts are saved, its gauges leave the sum."""
+        with contextlib.suppress(OSError):
+            self.save()
 
 
-class About(Collector):
-    """What a scrape reads besides the families: the build, and each worker's process metrics."""
+class Exposition(Collector):
+    """The families of every worker summed, the build, and each worker's process metrics."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, workers: list[tuple[dict[str, Any], bool]]) -> None:
         self.metrics = metrics
-        self.build = GaugeMetricFamily(
-            f"{NAMESPACE}_build_info", "The package's version and OpenEnv's", labels=["version", "openenv_version"]
-        )
-        self.build.add_metric([package_version(), openenv_version()], 1.0)
-        metrics.own.register(self)
+        self.workers = workers
 
     def collect(self) -> Iterator[Metric]:
-        yield self.build
-        yield from process_metrics(sorted({os.getpid(), *self.metrics.pids()}))
+        for family in self.metrics.families:
+            yield self.summed(family)
+        yield self.metrics.build
+        yield from process_metrics(sorted(snapshot["pid"] for snapshot, live in self.workers if live))
+
+    def summed(self, family: Family) -> Metric:
+        totals: dict[tuple[str, ...], Any] = {}
+        for snapshot, live in self.workers:
+            if family.kind == "gauge" and not live:
+                continue
+            for values, value in snapshot["families"].get(family.name, []):
+                key = tuple(values)
+                if family.kind == "histogram":
+                    previous = totals.get(key, [0.0] * len(value))
+                    totals[key] = [a + b for a, b in zip(previous, value, strict=True)]
+                else:
+                    totals[key] = totals.get(key, 0.0) + value
+        labels = list(family.labelnames)
+        if family.kind == "gauge":
+            gauge = GaugeMetricFamily(family.name, family.doc, labels=labels)
+            for key, total in totals.items():
+                gauge.add_metric(list(key), total)
+            return gauge
+        if family.kind == "counter":
+            counter = CounterMetricFamily(family.name, family.doc, labels=labels)
+            for key, total in totals.items():
+                counter.add_metric(list(key), total)
+            return counter
+        histogram = HistogramMetricFamily(family.name, family.doc, labels=labels)
+        for key, total in totals.items():
+            cumulative = list(accumulate(total[:-1]))
+            bounds = [*(floatToGoString(bound) for bound in family.bounds), "+Inf"]  # type: ignore[no-untyped-call]
+            histogram.add_metric(list(key), list(zip(bounds, cumulative, strict=True)), sum_value=total[-1])
+        return histogram
 
 
 def process_metrics(pids: list[int]) -> Iterator[Metric]:
@@ -228,11 +337,6 @@ def openenv_version() -> str:
         return metadata.version("openenv")
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-def pids_with_live_gauges(path: str) -> set[int]:
-    found = (PID_FILE.search(name) for name in glob.glob(os.path.join(path, "gauge_live*_*.db")))
-    return {int(match.group(1)) for match in found if match}
 
 
 def alive(pid: int) -> bool:
@@ -393,11 +497,11 @@ def metered(env: type[Environment[Any, Any, Any]], metrics: Metrics) -> type[Env
     """`env` whose steps' rewards are counted, once each: OpenEnv awaits `step_async` when an environment
     overrides it (which may call `step`), and runs `step` in the session's thread otherwise, so the one of
     them OpenEnv calls is wrapped. Tool calls are counted where they run (`Tools.call`)."""
-    rewarded = metrics.stepped
+    rewarded, rewarded_in_thread = metrics.stepped, metrics.stepped_in_thread
 
     def step(self: Any, action: Action, timeout_s: float | None = None, **kwargs: Any) -> Observation:
         observation: Observation = super(wrapper, self).step(action, timeout_s=timeout_s, **kwargs)
-        rewarded(observation.reward)
+        rewarded_in_thread(observation.reward)
         return observation
 
     async def step_async(self: Any, action: Action, timeout_s: float | None = None, **kwargs: Any) -> Observation:
@@ -415,11 +519,13 @@ def metered(env: type[Environment[Any, Any, Any]], metrics: Metrics) -> type[Env
 
 
 def add_metrics_route(app: FastAPI, metrics: Metrics) -> None:
-    """`GET /metrics`: Prometheus's text format, of every worker."""
+    """`GET /metrics`: Prometheus's text format, of every worker; `?worker=this`: this worker's values (JSON)."""
 
     @app.get(METRICS_PATH, tags=["Health"], summary="Prometheus metrics of the whole server (every worker)")
-    def scrape() -> Response:
-        return Response(metrics.scrape(), media_type=CONTENT_TYPE_LATEST)
+    async def scrape(worker: str | None = None) -> Response:
+        if worker == "this":
+            return Response(json.dumps(metrics.snapshot()), media_type="application/json")
+        return Response(await metrics.scrape(), media_type=CONTENT_TYPE_LATEST)
 
 
-__all__ = ["METRICS_SETTING", "MULTIPROCESS_DIR", "Metering", "Metrics", "add_metrics_route", "door_of", "metered"]
+__all__ = ["METRICS_SETTING", "Metering", "Metrics", "add_metrics_route", "door_of", "metered"]

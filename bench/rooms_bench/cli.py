@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 
 from rooms.kit.testing import LiveServer
-from rooms_bench import capacity, failover, mcp_calls, startup
+from rooms_bench import capacity, failover, mcp_calls, metrics_cost, startup
 from rooms_bench.compare import (
     COLD_START_ROUNDS,
     Contender,
@@ -60,6 +60,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "capacity": Subcommand(capacity.HELP, capacity.add_arguments, capacity.run),
     "failover": Subcommand(failover.HELP, failover.add_arguments, failover.run),
     "mcp": Subcommand(mcp_calls.HELP, mcp_calls.add_arguments, mcp_calls.run),
+    "metrics": Subcommand(metrics_cost.HELP, metrics_cost.add_arguments, metrics_cost.run),
     "startup": Subcommand(startup.HELP, startup.add_arguments, startup.run),
 }
 
