@@ -27,6 +27,7 @@ from websockets.sync.client import ClientConnection, connect
 from rooms.kit.package import package_version
 from rooms.kit.testing import LiveServer, ServerFactory, free_port, server_command
 from tests.conftest import require
+from tests.readme_blocks import readme_blocks
 
 WORKERS = 2
 LIMIT = 3  # MAX_CONCURRENT_ENVS, per worker
@@ -345,3 +346,12 @@ def test_prometheus_scrapes_the_server_with_the_token_and_counts_its_steps(serve
     targets = httpx.get(f"{prometheus}/api/v1/targets", timeout=30).json()["data"]["activeTargets"]
     [refused] = [target for target in targets if target["labels"]["job"] == "no-token"]
     assert "401" in refused["lastError"], refused
+
+
+def test_the_documented_queries_are_answered(server: LiveServer, prometheus: str) -> None:
+    [block] = readme_blocks("promql")
+    wait_for(lambda: query(prometheus, 'up{job="rooms"}').get("rooms") == 1.0, "scraped")
+    for expression in block.code.splitlines():
+        answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": expression}, timeout=30).json()
+        assert answer["status"] == "success", (expression, answer)
+    assert query(prometheus, "sum(rooms_sessions_limit)") == {"": LIMIT * WORKERS}
