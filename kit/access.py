@@ -29,11 +29,15 @@ import hmac
 import json
 from base64 import b64decode
 from collections.abc import Collection
+from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .settings import PREFIX
 from .workers import forwarded
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 OPEN_PATHS = frozenset({"/health"})  # for load balancers and orchestrators' health checks
 #: OAuth discovery and registration (any suffix: RFC 9728 inserts the resource's path after the well-known name).
@@ -56,8 +60,11 @@ POLICY_VIOLATION = 1008  # a WebSocket close code; a close before accept is answ
 class AccessControl:
     """ASGI middleware: the token check (when `token` is set) and the WebSocket origin check."""
 
-    def __init__(self, app: ASGIApp, token: str | None, allowed_origins: Collection[str] = ()) -> None:
+    def __init__(
+        self, app: ASGIApp, token: str | None, allowed_origins: Collection[str] = (), metrics: Metrics | None = None
+    ) -> None:
         self.app = app
+        self.metrics = metrics
         self.token = token.encode() if token is not None else None
         self.allowed_origins = frozenset(allowed_origins)
 
@@ -71,6 +78,8 @@ class AccessControl:
         headers = dict(scope["headers"])
         if scope["type"] == "websocket" and not self.origin_allowed(headers):
             origin = headers[b"origin"].decode("latin-1")
+            if self.metrics is not None:
+                self.metrics.refused_request(scope, "origin")
             await refuse(
                 scope,
                 receive,
@@ -82,6 +91,8 @@ class AccessControl:
             return
         problem = self.credentials_problem(headers.get(b"authorization"))
         if problem is not None:
+            if self.metrics is not None:
+                self.metrics.refused_request(scope, "token")
             await refuse(scope, receive, send, 401, problem)
             return
         await self.app(scope, receive, send)

@@ -3,7 +3,7 @@
 `create_app(env, action, observation)` is OpenEnv's server (`HTTPEnvServer`'s routes) with
 the settings of `settings.py`, plus: one session model for every door (`sessions.py`), the
 bounds of `limits.py`, the MCP tools the environment declares (`tools.py`, `mcp.py`,
-`standard_mcp.py`), the access control of `access.py`, `GET /capacity`, /docs and /redoc
+`standard_mcp.py`), the access control of `access.py`, `GET /capacity`, `GET /metrics` (`metrics.py`), /docs and /redoc
 served without a CDN, and the `/web` playground when `ENABLE_WEB_INTERFACE` is on
 (`playground.py`). Nothing here names the environment: a copy of this package for another
 environment uses it unchanged.
@@ -30,6 +30,7 @@ from openenv.core.env_server.types import Action, ConcurrencyConfig, Observation
 from .access import AccessControl
 from .limits import ClientLimits, JsonBounds
 from .mcp import Tools, accepting_tool_actions
+from .metrics import Metering, Metrics, add_metrics_route, metered
 from .package import NAME, PACKAGE, package_version
 from .sessions import MCP_PATH, WS_PATH, SessionDoors, Sessions
 from .settings import Settings
@@ -51,8 +52,12 @@ def create_app(
     settings = settings or Settings.from_env()
     sessions = Sessions(settings.max_concurrent_envs, settings.session_timeout_s)
     workers = Workers.from_env()
+    metrics = Metrics(settings.max_concurrent_envs, workers) if settings.metrics else None
+    if metrics is not None:  # metrics.py: GET /metrics, and what the doors and the environment count
+        sessions.metrics, env = metrics, metered(env, metrics)
     tools = Tools.of(env)  # MCP tools (tools.py), when the environment declares some
     if tools is not None:
+        tools.metrics = metrics
         env, action_cls = tools.environment(env), accepting_tool_actions(action_cls)
     app = FastAPI(title=f"{NAME} environment", version=package_version(), docs_url=None, redoc_url=None)
     server = HTTPEnvServer(
@@ -67,6 +72,8 @@ def create_app(
     server.register_routes(app)
     serve_docs_without_cdn(app)
     add_capacity_route(app, sessions, workers)
+    if metrics is not None:
+        add_metrics_route(app, metrics)
     if settings.enable_web_interface:
         from .playground import add_playground
 
@@ -76,23 +83,33 @@ def create_app(
     if tools is not None:
         standard = StandardMcp(tools, env, settings.max_payload_bytes)
         app.add_middleware(StandardMcpDoor, standard=standard, sessions=sessions, workers=workers)
-    run_beside(app, sessions, workers, standard)
+    if metrics is not None:
+        app.add_middleware(Metering, metrics=metrics)
+    run_beside(app, sessions, workers, standard, metrics)
     bounds = JsonBounds(settings.max_json_depth, settings.max_json_items)
-    app.add_middleware(ClientLimits, max_body_bytes=settings.max_payload_bytes, bounds=bounds, ws_paths=WS_PATHS)
+    app.add_middleware(
+        ClientLimits, max_body_bytes=settings.max_payload_bytes, bounds=bounds, ws_paths=WS_PATHS, metrics=metrics
+    )
     # Added last, so it runs first: a refused request reaches nothing else.
-    app.add_middleware(AccessControl, token=settings.api_token, allowed_origins=settings.allowed_origins)
+    app.add_middleware(
+        AccessControl, token=settings.api_token, allowed_origins=settings.allowed_origins, metrics=metrics
+    )
     return app
 
 
-def run_beside(app: FastAPI, sessions: Sessions, workers: Workers, standard: StandardMcp | None) -> None:
+def run_beside(
+    app: FastAPI, sessions: Sessions, workers: Workers, standard: StandardMcp | None, metrics: Metrics | None = None
+) -> None:
     """While the app runs: the idle sessions' reaper, this worker's socket for its peers, and the
-    standard MCP transport (started by its first request)."""
+    standard MCP transport (started by its first request); at its end, the worker leaves the metrics."""
     previous = app.router.lifespan_context
 
     @asynccontextmanager
     async def lifespan(outer: Any) -> AsyncIterator[Any]:
         async with anyio.create_task_group() as group:
             group.start_soon(sessions.reap_forever)
+            if metrics is not None and metrics.saved is not None:
+                group.start_soon(metrics.save_forever)
             async with AsyncExitStack() as stack:
                 if standard is not None:
                     await stack.enter_async_context(standard.available())
@@ -100,6 +117,8 @@ def run_beside(app: FastAPI, sessions: Sessions, workers: Workers, standard: Sta
                 async with previous(outer) as state:
                     yield state
             group.cancel_scope.cancel()
+        if metrics is not None:
+            metrics.stop()
 
     app.router.lifespan_context = lifespan
 

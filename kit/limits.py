@@ -23,12 +23,15 @@ import json
 import re
 from collections.abc import Iterable
 from itertools import accumulate
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from openenv.core.env_server.types import WSErrorCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .settings import PREFIX
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 QUOTED_CHARACTERS = 200  # of any client-supplied text an error reply or log line repeats
 JSON_ROUTES = frozenset({"/reset", "/step", "/mcp"})
@@ -73,8 +76,16 @@ def nesting(brackets: str) -> int:
 class ClientLimits:
     """ASGI middleware enforcing the bounds above."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, bounds: JsonBounds, ws_paths: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        bounds: JsonBounds,
+        ws_paths: Iterable[str] = (),
+        metrics: Metrics | None = None,
+    ) -> None:
         self.app = app
+        self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.bounds = bounds
         self.ws_paths = frozenset(ws_paths)
@@ -86,7 +97,7 @@ class ClientLimits:
         if scope["type"] == "http":
             await self.http(scope, receive, send)
         elif scope["type"] == "websocket" and scope["path"] in self.ws_paths:
-            await self.app(scope, self.checked_frames(receive, send), explained_errors(send))
+            await self.app(scope, self.checked_frames(receive, send, scope), explained_errors(send))
         else:
             await self.app(scope, receive, send)
 
@@ -94,6 +105,7 @@ class ClientLimits:
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            self.refused(scope)
             await refuse(send, 413, self.too_large)
             return
         if scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
@@ -101,13 +113,19 @@ class ClientLimits:
             return
         body = await read_bounded(receive, self.max_body_bytes)
         if body is None:
+            self.refused(scope)
             await refuse(send, 413, self.too_large)
             return
         problem = self.body_problem(scope["path"], headers.get(b"content-type", b""), body)
         if problem is not None:
+            self.refused(scope)
             await refuse(send, *problem)
             return
         await self.app(scope, replay(body, receive), quoting_little(send))
+
+    def refused(self, scope: Scope) -> None:
+        if self.metrics is not None:
+            self.metrics.refused_request(scope, "payload")
 
     def body_problem(self, path: str, content_type: bytes, body: bytes) -> tuple[int, str] | None:
         """The status and reason a body is refused with, or None."""
@@ -120,7 +138,7 @@ class ClientLimits:
                 return 400, problem
         return None
 
-    def checked_frames(self, receive: Receive, send: Send) -> Receive:
+    def checked_frames(self, receive: Receive, send: Send, scope: Scope | None = None) -> Receive:
         """`receive` that answers unusable frames itself and passes the rest on."""
 
         async def receive_checked() -> Message:
@@ -132,6 +150,8 @@ class ClientLimits:
                 if problem is None:
                     return message
                 code, text = problem
+                if self.metrics is not None and scope is not None:
+                    self.metrics.refused_request(scope, "payload")
                 frame = {"type": "error", "data": {"message": text, "code": code}}
                 await send({"type": "websocket.send", "text": json.dumps(frame)})
 

@@ -17,7 +17,7 @@ import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, get_type_hints
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 from mcp.types import TextContent
 from mcp.types import Tool as McpTool
@@ -38,6 +38,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from .limits import QUOTED_CHARACTERS
 from .tools import declared_tools
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 TOOL_ACTIONS: dict[str, type[Action]] = {"list_tools": ListToolsAction, "call_tool": CallToolAction}
 
@@ -120,6 +123,7 @@ class Tools:
         self.name = env.__name__
         self.declared = {name: DeclaredTool.of(name, method) for name, method in methods.items()}
         self.described = [tool.described() for tool in self.declared.values()]
+        self.metrics: Metrics | None = None  # metrics.py counts the calls' rewards and errors, when it is on
 
     @classmethod
     def of(cls, env: type[Environment[Any, Any, Any]]) -> Tools | None:
@@ -133,6 +137,21 @@ class Tools:
 
     async def call(self, env: Environment[Any, Any, Any], name: str, arguments: dict[str, Any]) -> ToolResult:
         """Call tool `name` on `env`; `ToolCallError` if it is unknown, its arguments are wrong, or it fails."""
+        if self.metrics is None:
+            return await self.run(env, name, arguments)
+        token = self.metrics.calling_tool.set(True)  # a step the tool takes is this call's: counted once, here
+        try:
+            result = await self.run(env, name, arguments)
+        except ToolCallError as error:
+            self.metrics.error(error.kind.name)
+            raise
+        finally:
+            self.metrics.calling_tool.reset(token)
+        if result.structured_content is not None:
+            self.metrics.rewarded(result.structured_content.get("reward"))
+        return result
+
+    async def run(self, env: Environment[Any, Any, Any], name: str, arguments: dict[str, Any]) -> ToolResult:
         declared = self.declared.get(name)
         if declared is None:
             reserved = f" ({name!r} is reserved by OpenEnv)" if name in RESERVED_TOOL_NAMES else ""

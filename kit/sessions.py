@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from openenv.core.env_server.exceptions import SessionCapacityError
@@ -30,6 +30,9 @@ from openenv.core.env_server.http_server import HTTPEnvServer
 from openenv.core.env_server.mcp_types import JsonRpcErrorCode, JsonRpcResponse
 from openenv.core.env_server.types import WSErrorCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 EXPIRED_CODE = "SESSION_EXPIRED"
 EXPIRED_CLOSE_CODE = 4408  # a WebSocket close code of the application range: "request timeout"
@@ -82,13 +85,18 @@ class Sessions:
         self.idle_timeout_s = idle_timeout_s
         self.open: set[Session] = set()
         self.by_key: dict[tuple[Door, str], Session] = {}
+        self.metrics: Metrics | None = None  # metrics.py counts what happens to sessions, when it is on
 
     def admit(self, door: Door, end: Ender) -> Session | None:
         """A new session, or None when the worker holds `limit` already."""
         if len(self.open) >= self.limit:
+            if self.metrics is not None:
+                self.metrics.refused(door, "capacity")
             return None
         session = Session(door, end)
         self.open.add(session)
+        if self.metrics is not None:
+            self.metrics.opened_session(door)
         return session
 
     def name(self, session: Session, key: str) -> None:
@@ -101,7 +109,10 @@ class Sessions:
 
     def release(self, session: Session) -> None:
         """The session has ended: its slot is free."""
-        self.open.discard(session)
+        if session in self.open:
+            self.open.remove(session)
+            if self.metrics is not None:
+                self.metrics.closed_session(session.door)
         if session.key is not None and self.by_key.get((session.door, session.key)) is session:
             del self.by_key[(session.door, session.key)]
 
@@ -128,6 +139,8 @@ class Sessions:
         expired = [s for s in self.open if not s.ended and s.idle_for(now) > self.idle_timeout_s]
         for session in expired:
             session.ended = True
+            if self.metrics is not None:
+                self.metrics.reaped_session(session.door)
         reason = (
             f"{EXPIRED_CODE}: the session was idle for more than {self.idle_timeout_s:g} s "
             f"(SESSION_TIMEOUT_S) and the server ended it; reset() starts a new episode"

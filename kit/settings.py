@@ -52,6 +52,8 @@ class Settings:
     max_json_depth: int = 64
     max_json_items: int = 100_000
     enable_web_interface: bool = False
+    #: `GET /metrics` and the counting behind it (metrics.py); `<PREFIX>METRICS=false` leaves both out.
+    metrics: bool = True
     host: str = "0.0.0.0"
     port: int = 8000
     ws_ping_interval_s: float = DEFAULT_WS_PING_S
@@ -64,7 +66,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         """Read `MAX_CONCURRENT_ENVS`, `SESSION_TIMEOUT_S`, `ENABLE_WEB_INTERFACE`, `HOST`, `PORT`,
-        and `<PREFIX>MAX_PAYLOAD_BYTES`, `<PREFIX>WS_PING_INTERVAL_S`, `<PREFIX>WS_PING_TIMEOUT_S`,
+        and `<PREFIX>MAX_PAYLOAD_BYTES`, `<PREFIX>METRICS`, `<PREFIX>WS_PING_INTERVAL_S`, `<PREFIX>WS_PING_TIMEOUT_S`,
         `<PREFIX>API_TOKEN` (or `<PREFIX>API_TOKEN_FILE`), `<PREFIX>ALLOWED_ORIGINS`;
         raise `SettingsError` for a bad value."""
         return cls(
@@ -76,6 +78,7 @@ class Settings:
             max_json_depth=positive(environ, f"{PREFIX}MAX_JSON_DEPTH", int, cls.max_json_depth),
             max_json_items=positive(environ, f"{PREFIX}MAX_JSON_ITEMS", int, cls.max_json_items),
             enable_web_interface=flag(environ, "ENABLE_WEB_INTERFACE"),
+            metrics=flag(environ, f"{PREFIX}METRICS", default=True),
             host=environ.get("HOST", cls.host),
             port=port(environ, "PORT", cls.port),
             ws_ping_interval_s=positive(environ, f"{PREFIX}WS_PING_INTERVAL_S", float, cls.ws_ping_interval_s),
@@ -99,13 +102,15 @@ def positive(environ: Mapping[str, str], name: str, kind: Callable[[str], T], de
     return value
 
 
-def flag(environ: Mapping[str, str], name: str) -> bool:
-    """`environ[name]` as a yes/no flag (`true`/`false`, `1`/`0`, `yes`/`no`), false when unset."""
-    raw = environ.get(name, "false")
+def flag(environ: Mapping[str, str], name: str, default: bool = False) -> bool:
+    """`environ[name]` as a yes/no flag (`true`/`false`, `1`/`0`, `yes`/`no`), `default` when unset."""
+    raw = environ.get(name, "true" if default else "false")
     value = raw.strip().lower()
+    if value == "":
+        return default
     if value in ("true", "1", "yes"):
         return True
-    if value in ("false", "0", "no", ""):
+    if value in ("false", "0", "no"):
         return False
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 

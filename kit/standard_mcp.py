@@ -194,6 +194,8 @@ class StandardMcpDoor:
         session = self.sessions.find(Door.MCP_STANDARD, session_id)
         send = await self.tagging(send)
         if session is None:  # not a session this worker holds (ended, or never opened): the transport says 404
+            if self.sessions.metrics is not None:
+                self.sessions.metrics.refused(Door.MCP_STANDARD, "expired")
             await self.standard(scope, receive, send)
             return
         answer: dict[str, Any] = {}

@@ -33,6 +33,7 @@ KINDS = {
     "sweep-command": "a long benchmark, run by the bench test `SWEEP_COMMANDS` names with the smallest sizes "
     "(`SMALL_SIZES` replace its --sizes, --reps, --sweep, --duration, --wait, --rounds): the rows, columns and "
     "lines of its output block must appear, numbers aside, and the test checks its JSON report",
+    "promql": "each line a PromQL query that a real Prometheus scraping a live server answers (tests/test_metrics.py)",
     "output": "what the block before it prints (or an excerpt): the same rows, columns and lines must appear",
     "app-excerpt": "must appear verbatim in server/app.py",
     "layout": "every path it lists must exist",

@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 
 from rooms.kit.testing import LiveServer
-from rooms_bench import capacity, failover, layers, mcp_calls, startup
+from rooms_bench import capacity, failover, layers, mcp_calls, metrics_cost, startup
 from rooms_bench.compare import (
     COLD_START_ROUNDS,
     Contender,
@@ -61,6 +61,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "failover": Subcommand(failover.HELP, failover.add_arguments, failover.run),
     "layers": Subcommand(layers.HELP, layers.add_arguments, layers.run),
     "mcp": Subcommand(mcp_calls.HELP, mcp_calls.add_arguments, mcp_calls.run),
+    "metrics": Subcommand(metrics_cost.HELP, metrics_cost.add_arguments, metrics_cost.run),
     "startup": Subcommand(startup.HELP, startup.add_arguments, startup.run),
 }
 
