@@ -15,10 +15,13 @@ names its own), by Prometheus's conventions (units in names, `_total` counters):
 - `<package>_build_info{version,openenv_version}`, and `<package>_process_*{pid}` of each worker
   (CPU seconds, resident memory, open file descriptors).
 
-Under `server --workers N` every worker writes its values to files in the run directory
-(prometheus-client's multiprocess mode, `PROMETHEUS_MULTIPROC_DIR`, set by the `server` command),
-and a scrape of any worker reads them all: the counts of a worker that exited stay, its gauges go.
-On the step path a metric is one increment of a child bound to its labels when the app is made.
+Each worker counts in plain numbers of its own, changed only by its event loop (no lock, no file,
+no system call on the step path; children bound to their labels when the app is made). A scrape of
+any worker adds up every worker's: its own, and its peers' asked over their sockets (`workers.py`,
+`/metrics?worker=this`). Under `server --workers N` every worker also saves its counts in the run
+directory each second and as it stops, so that a worker uvicorn replaced still counts (up to its
+last save) and is never counted twice; its gauges go with it. prometheus-client renders the
+families and reads the process figures.
 `<PREFIX>METRICS=false` leaves all of it out (no route, no counting).
 """
 
