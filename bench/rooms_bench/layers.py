@@ -1,31 +1,33 @@
-"""`rooms-bench layers`: what each of the app's own layers costs a step, server side.
+"""`rooms-bench layers`: what each of the app's own layers costs a step.
 
-Each build of the app below leaves one layer out (a bench-only build: the layers are
-Starlette middleware, filtered from `app.user_middleware` before the app starts, or, for
-the tools, the environment served without its `@tool` methods). Every build is served
-by the `server` command's own uvicorn settings, and stepped by bare WebSocket frames
-(no client library), one session each, in alternating slices beside the floor: the
-difference between a build's p50 and the full app's is what the missing layer costs.
+Each build of the app below leaves one layer out (a bench-only build: the layers are Starlette
+middleware, filtered from `app.user_middleware` before the app starts; the tools are left out by
+serving the environment without its `@tool` methods, the metrics by `ROOMS_METRICS=false`). Every
+build is driven in this process through its ASGI interface, with no server and no network between
+(what uvicorn and the socket cost is the same for every build, and measured by `rooms-bench
+--floor`): one WebSocket session on `/ws`, reset, then step frames, one at a time. The builds take
+turns, round after round, each round starting with another build, the garbage collector off
+while one is timed (as `timeit` does); each figure is the median over rounds of the CPU time per step (of the
+thread that drives the app: the time the machine gives other processes does not count), so the
+difference between a build's figure and the full app's is what the missing layer costs.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gc
 import os
-import sys
-import tempfile
-from pathlib import Path
+import statistics
+from time import thread_time
 from typing import Any
 
 from rich.table import Table
 
-from rooms.kit.testing import LiveServer, free_port, start_server
-from rooms_bench.measure import Plan, console, measure_side_by_side
-from rooms_bench.servers import observation_frame, start_floor
-from rooms_bench.sessions import websocket_sync
+from rooms_bench.measure import console
+from rooms_bench.sessions import step_frame
 
-HELP = "the step latency each layer of the app adds, server side (bench-only builds, each without one)"
-WITHOUT_SETTING = "ROOMS_BENCH_WITHOUT"
+HELP = "the CPU time each layer of the app adds to a step (bench-only builds, each without one, in process)"
 # A build's name, and the layers it leaves out.
 BUILDS: dict[str, tuple[str, ...]] = {
     "full app": (),
@@ -34,17 +36,34 @@ BUILDS: dict[str, tuple[str, ...]] = {
     "without session doors": ("sessions",),
     "without the standard MCP door": ("standard-mcp",),
     "without MCP tools": ("tools",),
-    "OpenEnv's routes alone": ("access", "limits", "sessions", "standard-mcp", "tools"),
+    "without metrics": ("metrics",),
+    "OpenEnv's routes alone": ("access", "limits", "sessions", "standard-mcp", "tools", "metrics"),
+}
+RESET_FRAME = '{"type": "reset", "data": {}}'
+WEBSOCKET_SCOPE: dict[str, Any] = {
+    "type": "websocket",
+    "asgi": {"version": "3.0"},
+    "scheme": "ws",
+    "path": "/ws",
+    "raw_path": b"/ws",
+    "root_path": "",
+    "query_string": b"",
+    "headers": [(b"host", b"127.0.0.1:8000")],
+    "client": ("127.0.0.1", 50000),
+    "server": ("127.0.0.1", 8000),
+    "subprotocols": [],
+    "extensions": {"websocket.http.response": {}},
 }
 
 
-def build_app(without: set[str]) -> Any:
+def build_app(without: tuple[str, ...]) -> Any:
     """The app of server/app.py, less the layers named in `without`."""
     from rooms import RoomsAction, RoomsObservation
     from rooms.kit.access import AccessControl
     from rooms.kit.application import create_app
     from rooms.kit.limits import ClientLimits
     from rooms.kit.sessions import SessionDoors
+    from rooms.kit.settings import Settings
     from rooms.kit.standard_mcp import StandardMcpDoor
     from rooms.server.rooms_environment import RoomsEnvironment
 
@@ -53,7 +72,8 @@ def build_app(without: set[str]) -> Any:
             return await self.step_async(RoomsAction(message=message))
 
     env = WithoutTools if "tools" in without else RoomsEnvironment
-    app = create_app(env, RoomsAction, RoomsObservation)
+    settings = Settings.from_env({**os.environ, **({"ROOMS_METRICS": "false"} if "metrics" in without else {})})
+    app = create_app(env, RoomsAction, RoomsObservation, settings=settings)
     middleware = {
         "access": AccessControl,
         "limits": ClientLimits,
@@ -65,59 +85,81 @@ def build_app(without: set[str]) -> Any:
     return app
 
 
-def __getattr__(name: str) -> Any:
-    """`app`: the build that `ROOMS_BENCH_WITHOUT` (comma-separated layers) names."""
-    if name != "app":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return build_app({layer for layer in os.environ.get(WITHOUT_SETTING, "").split(",") if layer})
+async def seconds_per_step(app: Any, steps: int, frame: str) -> float:
+    """One `/ws` session of `app`, driven through ASGI: reset, then `steps` step frames; seconds per step."""
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    replies: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def exchange(message: dict[str, Any]) -> dict[str, Any]:
+        inbox.put_nowait(message)
+        return await replies.get()
+
+    session = asyncio.create_task(app({**WEBSOCKET_SCOPE, "state": {}}, inbox.get, replies.put))
+    accepted = await exchange({"type": "websocket.connect"})
+    if accepted["type"] != "websocket.accept":
+        raise RuntimeError(f"the session was refused: {accepted}")
+    await exchange({"type": "websocket.receive", "text": RESET_FRAME})
+    step = {"type": "websocket.receive", "text": frame}
+    started = thread_time()
+    for _ in range(steps):
+        reply = await exchange(step)
+    elapsed = thread_time() - started
+    if '"observation"' not in reply.get("text", ""):
+        raise RuntimeError(f"a step was not answered with an observation: {reply}")
+    inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
+    await session
+    return elapsed / steps
 
 
-def start_build(log_dir: Path, without: tuple[str, ...]) -> LiveServer:
-    port = free_port()
-    command = [sys.executable, "-m", __name__, str(port)]
-    return start_server(log_dir, command, env={WITHOUT_SETTING: ",".join(without)}, port=port)
+async def measure_builds(steps: int, rounds: int, frame: str) -> dict[str, list[float]]:
+    """Each build's seconds per step, one figure per round, the builds taking turns."""
+    apps = {name: build_app(without) for name, without in BUILDS.items()}
+    figures: dict[str, list[float]] = {name: [] for name in apps}
+    async with contextlib_stack(apps.values()):
+        for app in apps.values():  # untimed: imports, first-call caches
+            await seconds_per_step(app, 200, frame)
+        names = list(apps)
+        for round_ in range(rounds):
+            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:  # each round starts elsewhere
+                gc.collect()
+                gc.disable()  # as timeit does: a collection lands on whichever build is running
+                try:
+                    figures[name].append(await seconds_per_step(apps[name], steps, frame))
+                finally:
+                    gc.enable()
+    return figures
+
+
+def contextlib_stack(apps: Any) -> Any:
+    """Every app's lifespan (its reaper, its MCP transport), entered for the whole measurement."""
+    from contextlib import AsyncExitStack, asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespans() -> Any:
+        async with AsyncExitStack() as stack:
+            for app in apps:
+                await stack.enter_async_context(app.router.lifespan_context(app))
+            yield
+
+    return lifespans()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", type=int, default=3000, help="timed steps per build (default 3000)")
+    parser.add_argument("--steps", type=int, default=3000, help="timed steps per build and round (default 3000)")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds, the builds taking turns (default 7)")
 
 
 def run(args: argparse.Namespace) -> int:
-    message = "Hello, World!"
-    plan = Plan(args.steps, None, 200, message)
-    with tempfile.TemporaryDirectory() as log_dir:
-        servers = {name: start_build(Path(log_dir), without) for name, without in BUILDS.items()}
-        try:
-            floor = start_floor(Path(log_dir), observation_frame(servers["full app"].url, message))
-            contenders = [(name, websocket_sync(f"{server.url}/ws", message)) for name, server in servers.items()]
-            contenders.append(("floor (bare websockets echo)", websocket_sync(floor.url, message)))
-            runs = measure_side_by_side(contenders, plan)
-            floor.stop()
-        finally:
-            for server in servers.values():
-                server.stop()
-    full = runs[0].percentile_us(50) or 0.0
-    table = Table(title="one step, server side: bare WebSocket frames, one session, alternating slices")
-    for column in ("build", "p50 µs", "steps/s", "p50 minus full app, µs"):
+    figures = asyncio.run(measure_builds(args.steps, args.rounds, step_frame("Hello, World!")))
+    medians = {name: statistics.median(values) * 1e6 for name, values in figures.items()}
+    full = medians["full app"]
+    table = Table(title=f"a /ws step through the app, in process (median of {args.rounds} rounds)")
+    for column in ("build", "µs per step", "minus the full app's"):
         table.add_column(column, justify="left" if column == "build" else "right")
-    for run_ in runs:
-        p50 = run_.percentile_us(50) or 0.0
-        table.add_row(run_.name, f"{p50:,.0f}", f"{run_.steps_per_s:,.0f}", f"{p50 - full:+,.0f}")
+    for name, value in medians.items():
+        table.add_row(name, f"{value:,.1f}", f"{value - full:+,.1f}")
     console.print(table)
     return 0
-
-
-def main() -> None:
-    """Serve the build `ROOMS_BENCH_WITHOUT` names on the port given, as the `server` command would."""
-    from rooms.kit.command import parse_args, serve
-    from rooms.kit.settings import Settings
-
-    settings = Settings.from_env()
-    serve(settings, parse_args(settings, ["--host", "127.0.0.1", "--port", sys.argv[1]]), app=f"{__name__}:app")
-
-
-if __name__ == "__main__":
-    main()
 
 
 __all__ = ["BUILDS", "HELP", "add_arguments", "build_app", "run"]
