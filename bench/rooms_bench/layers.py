@@ -19,12 +19,13 @@ import asyncio
 import gc
 import os
 import statistics
+import sys
 from time import thread_time
 from typing import Any
 
+from rich.console import Console
 from rich.table import Table
 
-from rooms_bench.measure import console
 from rooms_bench.sessions import step_frame
 
 HELP = "the CPU time each layer of the app adds to a step (bench-only builds, each without one, in process)"
@@ -158,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         table.add_column(column, justify="left" if column == "build" else "right")
     for name, value in medians.items():
         table.add_row(name, f"{value:,.1f}", f"{value - full:+,.1f}")
-    console.print(table)
+    Console(width=None if sys.stdout.isatty() else 120).print(table)  # the figures: stdout, whole
     return 0
 
 
