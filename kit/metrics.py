@@ -51,7 +51,7 @@ from prometheus_client.utils import floatToGoString
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .package import PACKAGE, package_version
-from .sessions import MCP_PATH, SESSION_QUERY, WS_PATH, Door
+from .sessions import MCP_PATH, SESSION_QUERY, Door
 from .settings import PREFIX
 from .standard_mcp import is_standard_request
 from .workers import Workers, forwarded
@@ -202,6 +202,10 @@ class Metrics:
 
     def reaped_session(self, door: str) -> None:
         self.reaped_by_door[door].inc()
+
+    def frame_meter(self, scope: Scope) -> FrameMeter | None:
+        """What counts the frames of a WebSocket session (none for one another worker handed over: it counted it)."""
+        return None if forwarded(scope) else FrameMeter(self, scope)
 
     def refused(self, door: str, reason: str) -> None:
         self.doors[door].refused[reason].inc()
@@ -370,9 +374,54 @@ def attaches(scope: Scope) -> bool:
 # --- counting steps, at the doors ---------------------------------------------------------------
 
 
+class FrameMeter:
+    """What the frames of one WebSocket session count (its steps, their time, its frames' sizes, the errors it
+    is answered): told of each frame by the session's door (`sessions.py`), which sees every one already."""
+
+    __slots__ = ("error", "jsonrpc", "meter", "started")
+
+    def __init__(self, metrics: Metrics, scope: Scope) -> None:
+        self.meter = metrics.doors[door_of(scope)]
+        self.error = metrics.error
+        self.jsonrpc = scope["path"] == MCP_PATH
+        self.started = 0.0
+
+    def received(self, message: Message) -> None:
+        if message["type"] == "websocket.receive":
+            text = message.get("text")
+            if text is not None:
+                self.meter.size.observe(len(text))
+                if is_step_frame(text, self.jsonrpc):
+                    self.started = perf_counter()
+        elif message["type"] == "websocket.disconnect" and message.get("code") == PAYLOAD_TOO_BIG:
+            self.meter.refused["payload"].inc()
+
+    def sent(self, message: Message) -> None:
+        if message["type"] == "websocket.send":
+            text = message.get("text")
+            if text is not None and text.startswith(ERROR_FRAMES):
+                code = error_code(text)
+                if code is not None:
+                    self.error(code)
+            elif self.started:
+                self.meter.seconds.observe(perf_counter() - self.started)
+                self.meter.steps.inc()
+            self.started = 0.0
+
+    def sending(self, send: Send) -> Send:
+        """`send` that tells this meter of each frame (for the frames a door sends itself: refusals, endings)."""
+
+        async def send_metered(message: Message) -> None:
+            self.sent(message)
+            await send(message)
+
+        return send_metered
+
+
 class Metering:
-    """ASGI middleware (inside the access check and the bounds): steps, their time and request sizes at each
-    door, and the errors answered. A request another worker handed over was counted by that worker."""
+    """ASGI middleware (inside the access check and the bounds): steps, their time and request sizes of the
+    HTTP doors, and the errors answered (WebSocket sessions are metered by `FrameMeter`). A request another
+    worker handed over was counted by that worker."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -380,48 +429,10 @@ class Metering:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "websocket" and scope["path"] in (WS_PATH, MCP_PATH) and not forwarded(scope):
-            await self.websocket(scope, receive, send)
-        elif kind == "http" and scope["method"] == "POST" and scope["path"] in METERED_HTTP and not forwarded(scope):
+        if kind == "http" and scope["method"] == "POST" and scope["path"] in METERED_HTTP and not forwarded(scope):
             await self.http(scope, receive, send)
         else:
             await self.app(scope, receive, send)
-
-    async def websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        jsonrpc = scope["path"] == MCP_PATH
-        meter = self.metrics.doors[door_of(scope)]
-        steps, seconds, size = meter.steps, meter.seconds, meter.size
-        error = self.metrics.error
-        started = 0.0
-
-        async def receive_metered() -> Message:
-            nonlocal started
-            message = await receive()
-            if message["type"] == "websocket.receive":
-                text = message.get("text")
-                if text is not None:
-                    size.observe(len(text))
-                    if is_step_frame(text, jsonrpc):
-                        started = perf_counter()
-            elif message["type"] == "websocket.disconnect" and message.get("code") == PAYLOAD_TOO_BIG:
-                meter.refused["payload"].inc()
-            return message
-
-        async def send_metered(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "websocket.send":
-                text = message.get("text")
-                if text is not None and text.startswith(ERROR_FRAMES):
-                    code = error_code(text)
-                    if code is not None:
-                        error(code)
-                elif started:
-                    seconds.observe(perf_counter() - started)
-                    steps.inc()
-                started = 0.0
-            await send(message)
-
-        await self.app(scope, receive_metered, send_metered)
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         meter = self.metrics.doors[door_of(scope)]
@@ -531,4 +542,4 @@ def add_metrics_route(app: FastAPI, metrics: Metrics) -> None:
         return Response(await metrics.scrape(), media_type=CONTENT_TYPE_LATEST)
 
 
-__all__ = ["METRICS_SETTING", "Metering", "Metrics", "add_metrics_route", "door_of", "metered"]
+__all__ = ["METRICS_SETTING", "FrameMeter", "Metering", "Metrics", "add_metrics_route", "door_of", "metered"]

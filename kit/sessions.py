@@ -32,7 +32,7 @@ from openenv.core.env_server.types import WSErrorCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from .metrics import Metrics
+    from .metrics import FrameMeter, Metrics
 
 EXPIRED_CODE = "SESSION_EXPIRED"
 EXPIRED_CLOSE_CODE = 4408  # a WebSocket close code of the application range: "request timeout"
@@ -174,21 +174,26 @@ class SessionDoors:
 
     async def websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         jsonrpc = scope["path"] == MCP_PATH
+        metrics = self.sessions.metrics
+        meter = metrics.frame_meter(scope) if metrics is not None else None
+        send_counted = meter.sending(send) if meter is not None else send  # for the frames sent here
         attached = self.attached_session(scope)
         if attached is not None:
             session, owned = attached, False
         else:
-            admitted = self.sessions.admit(Door.MCP_OPENENV if jsonrpc else Door.WS, ending_socket(send, jsonrpc))
+            admitted = self.sessions.admit(
+                Door.MCP_OPENENV if jsonrpc else Door.WS, ending_socket(send_counted, jsonrpc)
+            )
             if admitted is None:
-                await refuse_socket(receive, send, self.sessions, jsonrpc)
+                await refuse_socket(receive, send_counted, self.sessions, jsonrpc)
                 return
             session, owned = admitted, True
         previous_end = session.end
         if not owned:
-            session.end = also_ending_socket(previous_end, send, jsonrpc)
+            session.end = also_ending_socket(previous_end, send_counted, jsonrpc)
         closed = (lambda: self.sessions.release(session)) if owned else (lambda: None)
         try:
-            await self.app(scope, tracked_receive(session, receive), tracked_send(session, send, closed))
+            await self.app(scope, tracked_receive(session, receive, meter), tracked_send(session, send, closed, meter))
         finally:
             if owned:
                 self.sessions.release(session)
@@ -283,11 +288,14 @@ class SessionDoors:
         await call_in_process(self.app, "POST", MCP_PATH, json.dumps(request).encode())
 
 
-def tracked_receive(session: Session, receive: Receive) -> Receive:
-    """`receive` that marks the session used by each frame, and ends it for the app once it has ended."""
+def tracked_receive(session: Session, receive: Receive, meter: FrameMeter | None = None) -> Receive:
+    """`receive` that marks the session used by each frame (and tells `meter`), and ends it for the app once it
+    has ended."""
 
     async def receive_tracked() -> Message:
         message = await receive()
+        if meter is not None:
+            meter.received(message)
         if session.ended:
             return {"type": "websocket.disconnect", "code": EXPIRED_CLOSE_CODE}
         if message["type"] == "websocket.receive":
@@ -298,12 +306,14 @@ def tracked_receive(session: Session, receive: Receive) -> Receive:
     return receive_tracked
 
 
-def tracked_send(session: Session, send: Send, closed: Callable[[], None]) -> Send:
-    """`send` that marks the session's request answered, and calls `closed` as the app closes the socket (by
-    then OpenEnv has closed the environment: the slot is free before the client can open another)."""
+def tracked_send(session: Session, send: Send, closed: Callable[[], None], meter: FrameMeter | None = None) -> Send:
+    """`send` that marks the session's request answered (and tells `meter`), and calls `closed` as the app closes
+    the socket (by then OpenEnv has closed the environment: the slot is free before the client can open another)."""
 
     async def send_tracked(message: Message) -> None:
         session.busy = False
+        if meter is not None:
+            meter.sent(message)
         if message["type"] == "websocket.close":
             closed()
         await send(message)
