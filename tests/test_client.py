@@ -665,3 +665,38 @@ def test_a_session_the_server_ended_for_idleness_is_lost(form: str) -> None:
         assert lost[0] is SessionLost and "the server ended it" in lost[1], lost
         assert "idle" in lost[1]
     assert after.step_count == 0 and after.episode_id != "idle"
+
+
+def test_the_docs_rollout_loop_begins_a_lost_episode_again(
+    server_factory: ServerFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/client.md's rollout loop, its server restarted mid-episode: the lost episode is begun again, and the
+    rewards are one whole episode's."""
+    from tests.readme_blocks import readme_blocks
+
+    [block] = [b for b in readme_blocks("live-server") if b.source == "docs/client.md" and "SessionLost" in b.code]
+    definitions, _ = block.code.split("\nwith RoomsEnv(", 1)
+    namespace: dict[str, Any] = {"__name__": "docs_client"}
+    exec(compile(definitions, "<docs/client.md>", "exec"), namespace)
+    server = server_factory()
+
+    class RestartedAfterTheFirst(list[str]):
+        """The messages of an episode; the server is killed and started again after the first, once."""
+
+        restarted = False
+
+        def __iter__(self) -> Iterator[str]:
+            for number, message in enumerate(super().__iter__()):
+                if number == 1 and not self.restarted:
+                    self.restarted = True
+                    server.stop(signal.SIGKILL)
+                    server_factory(port=server.port)
+                yield message
+
+    messages = RestartedAfterTheFirst(["Hi", "Hello"])
+    with RoomsEnv(base_url=server.url).sync() as env:
+        rewards = namespace["rollout"](env, messages)
+        state = env.state()
+    assert messages.restarted
+    assert rewards == [0.2, 0.5] and state.step_count == 2
+    assert "episode lost (the connection dropped" in capsys.readouterr().out

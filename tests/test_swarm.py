@@ -19,6 +19,7 @@ import secrets
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,9 +38,12 @@ from tests.readme_blocks import Block, assert_prints_what_it_promises, readme_bl
 pytestmark = pytest.mark.swarm
 
 REPLICAS = 2
-SESSIONS_PER_REPLICA = 4
+STACK_SESSIONS_PER_REPLICA = 64  # the stack's MAX_CONCURRENT_ENVS: 64 rollouts fit on one replica
+SESSIONS_PER_REPLICA = 4  # the provider's
+ROLLOUTS = 64  # the failover bench's
 STACK = f"rooms-test-{os.getpid()}"
 SERVICE = f"{STACK}_rooms"
+PROMETHEUS = f"{STACK}_prometheus"
 TOKEN = secrets.token_urlsafe(32)  # the stack's access token, given to it as a Docker secret
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -134,8 +138,20 @@ def replica_urls() -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def stack(swarm: None, built_image: BuiltImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The README's host-mode `docker stack deploy` of deploy/compose.yaml: 2 replicas of 4 sessions, a token."""
+def prometheus_image(base_image: str) -> str:
+    """The stack's Prometheus, built from Debian's package by the document's own command."""
+    build = swarm_block("rooms-prometheus")
+    result = subprocess.run(["bash", "-euc", build.code], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return "rooms-prometheus:latest"
+
+
+@pytest.fixture(scope="session")
+def stack(
+    swarm: None, built_image: BuiltImage, prometheus_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """The document's host-mode `docker stack deploy` of deploy/compose.yaml: 2 replicas of 64 sessions, a token,
+    Prometheus."""
     deploy = swarm_block("docker stack deploy")
     command = deploy.code.replace(" rooms\n", f" {STACK}\n").replace("rooms_rooms", SERVICE)
     token_file = tmp_path_factory.mktemp("secret") / "rooms-token.txt"
@@ -176,7 +192,7 @@ def test_stack_file_deploys_what_it_promises(stack: Stack) -> None:
     spec = json.loads(docker("service", "inspect", stack.service, "--format", "{{json .Spec}}").stdout)
     task = spec["TaskTemplate"]
     assert spec["Mode"] == {"Replicated": {"Replicas": REPLICAS}}
-    assert "MAX_CONCURRENT_ENVS=4" in task["ContainerSpec"]["Env"]
+    assert f"MAX_CONCURRENT_ENVS={STACK_SESSIONS_PER_REPLICA}" in task["ContainerSpec"]["Env"]
     assert "ROOMS_API_TOKEN_FILE=/run/secrets/rooms_api_token" in task["ContainerSpec"]["Env"]
     assert [(s["SecretName"], s["File"]["Name"]) for s in task["ContainerSpec"]["Secrets"]] == [
         (f"{STACK}_rooms_api_token", "rooms_api_token")
@@ -206,10 +222,76 @@ def test_every_replica_wants_the_token(stack: Stack) -> None:
             env.close()
 
 
-def test_both_replicas_serve_and_the_ninth_session_is_refused(stack: Stack) -> None:
+def running_tasks(service: str) -> list[dict[str, Any]]:
+    """`docker inspect` of each running task of `service`."""
+    task_ids = docker("service", "ps", "--quiet", "--filter", "desired-state=running", service).stdout.split()
+    tasks = json.loads(docker("inspect", *task_ids).stdout) if task_ids else []
+    return [task for task in tasks if task["Status"]["State"] == "running"]
+
+
+def prometheus_url() -> str | None:
+    """The stack's Prometheus at its host-mode port, once its task runs."""
+    for task in running_tasks(PROMETHEUS):
+        for port in task["Status"].get("PortStatus", {}).get("Ports") or []:
+            if port["TargetPort"] == 9090:
+                return f"http://127.0.0.1:{port['PublishedPort']}"
+    return None
+
+
+def replica_addresses() -> set[str]:
+    """Each running replica's address on the stack's network, with the port Prometheus scrapes."""
+    return {
+        address.split("/")[0] + ":8000"
+        for task in running_tasks(SERVICE)
+        for attachment in task.get("NetworksAttachments") or []
+        if attachment["Network"]["Spec"]["Name"] == f"{STACK}_rooms"
+        for address in attachment["Addresses"]
+    }
+
+
+def prometheus_api(path: str, **params: str) -> Any:
+    url = prometheus_url()
+    if url is None:
+        return None
+    try:
+        answer = requests.get(f"{url}/api/v1/{path}", params=params, timeout=5)
+    except requests.RequestException:
+        return None
+    return answer.json()["data"] if answer.ok else None
+
+
+def test_prometheus_scrapes_every_replica(stack: Stack) -> None:
+    """The stack's Prometheus finds each replica by DNS (tasks.rooms) and scrapes its /metrics with the token."""
+    wait_for(f"{REPLICAS} healthy replicas", lambda: len(replica_urls()) == REPLICAS, 120)
+
+    def targets() -> dict[str, str]:
+        data = prometheus_api("targets", state="active")
+        return {t["labels"]["instance"]: t["health"] for t in (data or {}).get("activeTargets", [])}
+
+    wait_for(
+        "Prometheus scraping every replica",
+        lambda: targets() == dict.fromkeys(replica_addresses(), "up") and len(replica_addresses()) == REPLICAS,
+        120,
+    )
+    up = prometheus_api("query", query='up{job="rooms"}')
+    assert sorted((r["metric"]["instance"], r["value"][1]) for r in up["result"]) == sorted(
+        (address, "1") for address in replica_addresses()
+    )
+    # What it scraped is the replicas' own figures: the sum of their session limits.
+    wait_for(
+        "the replicas' session limits in Prometheus",
+        lambda: (
+            [r["value"][1] for r in prometheus_api("query", query="sum(rooms_sessions_limit)")["result"]]
+            == [str(REPLICAS * STACK_SESSIONS_PER_REPLICA)]
+        ),
+        60,
+    )
+
+
+def test_both_replicas_serve_and_one_session_past_their_limit_is_refused(stack: Stack) -> None:
     sessions = [
         RoomsEnv(base_url=stack.urls[i % REPLICAS], headers=HEADERS).sync()
-        for i in range(REPLICAS * SESSIONS_PER_REPLICA)
+        for i in range(REPLICAS * STACK_SESSIONS_PER_REPLICA)
     ]
     try:
         rewards = [env.reset() and env.step(RoomsAction(message="Hi")).reward for env in sessions]
@@ -226,19 +308,18 @@ def test_both_replicas_serve_and_the_ninth_session_is_refused(stack: Stack) -> N
             env.close()
 
 
-def test_readme_round_robin_pattern_spreads_sessions(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_readme_round_robin_pattern_spreads_sessions(stack: Stack) -> None:
     block = swarm_block("class RoundRobinRooms", lang="python")
     code, replaced = re.subn(
         r"^BASE_URLS = .*$", f"BASE_URLS = {stack.urls!r}", block.code, count=1, flags=re.MULTILINE
     )
     assert replaced == 1
-    # The stack wants its token: a block that sends `headers=` reads it from ROOMS_API_TOKEN; one written
-    # before the stack had a token gets it in each client it makes.
-    monkeypatch.setenv("ROOMS_API_TOKEN", TOKEN)
-    if "headers=" not in code:
-        code, replaced = re.subn(r"RoomsEnv\(base_url=(\w+)\)", rf"RoomsEnv(base_url=\1, headers={HEADERS!r})", code)
-        assert replaced == 1
-    assert_prints_what_it_promises(block, run_python(code))
+    # Run where the stack's token file is, as rooms-token.txt: the block reads it from there.
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=stack.token_file.parent, capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 0, result.stderr
+    assert_prints_what_it_promises(block, result.stdout)
 
 
 MCP_HEADERS = {**HEADERS, "Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -334,11 +415,14 @@ def test_killing_a_replica_under_load_loses_only_its_sessions(stack: Stack, tmp_
     status, report, output = run_failover_bench(tmp_path, *args, timeout=240)
     print(output)
     assert report["killed_url"] in stack.urls, report
-    # Four sessions round-robin over two replicas: two on the one killed.
-    assert report["errors_on_killed_replica"] == 2, report
-    assert {e["kind"] for e in report["errors"]} == {"ConnectionError"}, report
+    assert report["sessions"] == ROLLOUTS, report
+    # Rollouts round-robin over two replicas: half on the one killed, each of which lost its session once.
+    assert report["errors_on_killed_replica"] == ROLLOUTS // 2 == report["sessions_lost"], report
+    assert {e["kind"] for e in report["errors"]} == {"SessionLost"}, report
     assert report["errors_elsewhere"] == 0, report
-    assert (report["sessions_recovered"], report["sessions_unrecovered"]) == (2, 0), report
+    # No episode went on in another session, and every rollout that lost its session stepped again after reset().
+    assert report["switched_episodes"] == 0 and report["episodes"] > ROLLOUTS, report
+    assert (report["sessions_recovered"], report["sessions_unrecovered"]) == (ROLLOUTS // 2, 0), report
     assert report["replica_back_s"] is not None, report
     assert status == 0, output
     wait_for(f"{REPLICAS} healthy replicas again", lambda: len(replica_urls()) == REPLICAS, 60)

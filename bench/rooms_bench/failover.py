@@ -1,15 +1,22 @@
-"""`rooms-bench failover`: steady load over several Rooms replicas, with one of them failed on purpose.
+"""`rooms-bench failover`: rollouts over several Rooms replicas, with one of them failed on purpose.
 
-Each of `--sessions` threads holds one session at a time and steps it. Sessions are opened
-round-robin over the replicas' addresses (`--url A --url B`, or the host-mode ports of a Swarm
-service's running tasks with `--swarm-service`); a replica that refuses (gone, or at capacity) is
-skipped. A session whose replica dies gets `ConnectionError`: it is counted, dropped, and the
-thread's next call opens a new session on a live replica. With `--kill-at S` one replica's
-container is killed (`docker kill`) S seconds in; the report gives the errors, which replica they
-came from, how long the failed sessions took to step again elsewhere, and how long Swarm took to
-bring the replica count back. The exit status is 0 only if every error came from the killed
-replica, every failed session recovered, and (with a kill) the replicas came back. Replicas that
-want an access token get the one in `--token-file`; one that refuses it ends the load.
+Each of `--sessions` threads is a rollout: it runs episodes of `--episode-steps` steps, one at a
+time, each reset with an id of its own, on a session opened round-robin over the replicas'
+addresses (`--url A --url B`, or the host-mode ports of a Swarm service's running tasks with
+`--swarm-service`); a replica that refuses (gone, or at capacity) is skipped. Every step's
+observation says its step number (`metadata["step"]`): it must go 1, 2, 3 ... within an episode,
+and the episode's `state()` must still carry its id when it ends; an episode where either fails, or
+a call that succeeds after its session was lost, continued on another session: a *switched
+episode*, which must never happen. A rollout whose replica dies gets `SessionLost`: it is counted,
+the same client's next `step()` must raise `SessionLost` again, and the rollout recovers by
+`reset()`: on the same address first (through a load balancer that is another replica), else on a
+new session on the next live replica. With `--kill-at S` one replica's container is killed
+(`docker kill`) S seconds in; the report gives the errors, which replica they came from, the
+switched episodes, how many rollouts recovered and how long that took, and how long Swarm took to
+bring the replica count back. The exit status is 0 only if every error was a `SessionLost` from the
+killed replica, no episode switched, every rollout that lost its session recovered, and (with a
+kill) the replicas came back. Replicas that want an access token get the one in `--token-file`;
+one that refuses it ends the load.
 """
 
 from __future__ import annotations
@@ -28,21 +35,25 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from openenv.core.client_types import StepResult
 from openenv.core.env_server.types import State
 from rich.console import Console
 from rich.table import Table
 
-from rooms import RoomsAction, RoomsEnv, RoomsObservation, SyncClient
+from rooms import RoomsAction, RoomsEnv, RoomsObservation, SessionLost, SyncClient
 
 HELP = (__doc__ or "").split("\n\n")[0].split(": ", 1)[1]
 
 console = Console(stderr=True)
 CAPACITY_REACHED = "CAPACITY_REACHED"
-# How a session learns that its replica is gone: the client raises `ConnectionError`, whether the replica
-# died while a call waited for its reply or the next call cannot reconnect.
+# How a rollout learns that its replica is gone: the call in flight, or the next one, raises `SessionLost`
+# (a `ConnectionError`). A new session that cannot connect raises `ConnectionError`.
+SESSION_GONE = (SessionLost,)
 REPLICA_GONE = (ConnectionError,)
 # How often the Swarm service's tasks are listed again while the load runs.
 DISCOVERY_INTERVAL_S = 0.5
+
+Client = SyncClient[RoomsAction, RoomsObservation, State]
 
 
 class NoReplicaAvailable(ConnectionError):
@@ -77,30 +88,34 @@ class RoundRobin:
         return urls[start:] + urls[:start]
 
 
-def close_quietly(env: SyncClient[RoomsAction, RoomsObservation, State]) -> None:
+def close_quietly(env: Client) -> None:
     """Close a session whose replica may be gone: then there is nothing left to close."""
     with contextlib.suppress(*REPLICA_GONE, OSError):
         env.close()
 
 
+def refused_for_capacity(error: RuntimeError, env: Client) -> bool:
+    """Whether `error` is the server at capacity (then `env` is closed); any other server error is raised."""
+    close_quietly(env)
+    return CAPACITY_REACHED in str(error)
+
+
 def open_session(
-    pool: RoundRobin, headers: dict[str, str] | None = None
-) -> tuple[SyncClient[RoomsAction, RoomsObservation, State], str]:
-    """A new session, reset, on the first replica in turn that takes it."""
+    pool: RoundRobin, episode_id: str, headers: dict[str, str] | None = None
+) -> tuple[Client, str, StepResult[RoomsObservation]]:
+    """A new session, reset to episode `episode_id`, on the first replica in turn that takes it."""
     refusals: list[str] = []
     for url in pool.candidates():
         env = RoomsEnv(base_url=url, headers=headers).sync()
         try:
-            env.reset()
-            return env, url
+            return env, url, env.reset(episode_id=episode_id)
         except REPLICA_GONE as error:
+            close_quietly(env)
             refusals.append(f"{url}: {error}")
         except RuntimeError as error:
-            if CAPACITY_REACHED not in str(error):
-                close_quietly(env)
+            if not refused_for_capacity(error, env):
                 raise
             refusals.append(f"{url}: {CAPACITY_REACHED}")
-        close_quietly(env)
     raise NoReplicaAvailable("no replica took a new session: " + "; ".join(refusals or ["no address"]))
 
 
@@ -117,59 +132,147 @@ class Until:
 
 @dataclass
 class Tally:
-    """What every load thread saw, merged under one lock."""
+    """What every rollout saw, merged under one lock."""
 
     steps_by_url: Counter[str] = field(default_factory=Counter)
     errors: Counter[tuple[str, str]] = field(default_factory=Counter)
+    episodes: int = 0
+    switched: list[str] = field(default_factory=list)
     refused_opens: int = 0
+    lost: int = 0
     recoveries_s: list[float] = field(default_factory=list)
+    recovered_on_same_address: int = 0
     unrecovered: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def switch(self, why: str) -> None:
+        with self.lock:
+            self.switched.append(why)
 
-def load_thread(
-    pool: RoundRobin, tally: Tally, until: Until, message: str, think_s: float, headers: dict[str, str] | None = None
-) -> None:
-    """Step one session at a time until told to stop, moving to another replica when one fails."""
-    env: SyncClient[RoomsAction, RoomsObservation, State] | None = None
-    url = ""
-    failed_at: float | None = None
-    steps: Counter[str] = Counter()
-    action = RoomsAction(message=message)
-    while not until.done():
-        if env is None:
-            try:
-                env, url = open_session(pool, headers)
-            except PermissionError as error:  # AccessDenied: no token, or not the replicas' one; nothing to wait for
-                with tally.lock:
-                    tally.errors[(getattr(error, "url", ""), type(error).__name__)] += 1
-                until.stop.set()
-                break
-            except NoReplicaAvailable:
-                with tally.lock:
-                    tally.refused_opens += 1
-                time.sleep(0.05)
-                continue
+
+@dataclass
+class Rollout:
+    """One rollout's episodes, one at a time: where its session is, and what its episode has seen."""
+
+    number: int
+    pool: RoundRobin
+    tally: Tally
+    headers: dict[str, str] | None
+    env: Client | None = None
+    url: str = ""
+    episode: int = 0
+    episode_id: str = ""
+    steps: int = 0  # steps of the current episode answered so far
+    lost_at: float | None = None  # when its session was lost, until a new episode has stepped
+
+    def next_episode_id(self) -> str:
+        self.episode += 1
+        return f"rollout-{self.number}-episode-{self.episode}"
+
+    def begin(self, episode_id: str, url: str, ready: StepResult[RoomsObservation]) -> None:
+        """Episode `episode_id` was reset on `url`: its observation must be a fresh episode's."""
+        self.url, self.episode_id, self.steps = url, episode_id, 0
+        if ready.observation.metadata.get("step") != 0:
+            self.tally.switch(f"{episode_id}: reset answered step {ready.observation.metadata.get('step')}, not 0")
+
+    def check_step(self, result: StepResult[RoomsObservation]) -> None:
+        """A step must be the episode's next one: 1, 2, 3 ..."""
+        self.steps += 1
+        answered = result.observation.metadata.get("step")
+        if answered != self.steps:
+            self.tally.switch(f"{self.episode_id}: step {self.steps} answered as step {answered}")
+            self.steps = answered if isinstance(answered, int) else self.steps
+        if self.lost_at is not None:
+            with self.tally.lock:
+                self.tally.recoveries_s.append(time.monotonic() - self.lost_at)
+            self.lost_at = None
+
+    def check_end(self, env: Client) -> None:
+        """The episode's session still has it: its id, and as many steps as were answered."""
+        state = env.state()
+        if (state.episode_id, state.step_count) != (self.episode_id, self.steps):
+            self.tally.switch(
+                f"{self.episode_id} after {self.steps} steps: state() is {state.episode_id} at {state.step_count}"
+            )
+        with self.tally.lock:
+            self.tally.episodes += 1
+
+    def lose(self, env: Client, error: Exception, action: RoomsAction) -> None:
+        """The session is gone: no call but `reset()` may succeed on it; `reset()` recovers."""
+        with self.tally.lock:
+            self.tally.errors[(self.url, type(error).__name__)] += 1
+            self.tally.lost += self.lost_at is None
+        self.lost_at = self.lost_at or time.monotonic()
         try:
-            env.step(action)
-        except Exception as error:  # every kind is counted and reported; only REPLICA_GONE is expected
-            with tally.lock:
-                tally.errors[(url, type(error).__name__)] += 1
+            answered = env.step(action)
+        except SESSION_GONE:
+            pass
+        except Exception as again:  # counted: after a lost session, only SessionLost is right
+            with self.tally.lock:
+                self.tally.errors[(self.url, f"{type(again).__name__} after SessionLost")] += 1
+        else:
+            self.tally.switch(
+                f"{self.episode_id}: a step after SessionLost was answered (step {answered.observation.metadata})"
+            )
+        episode_id = self.next_episode_id()
+        try:
+            ready = env.reset(episode_id=episode_id)  # a new session on the same address (a balancer's: another)
+        except REPLICA_GONE:
             close_quietly(env)
-            env, failed_at = None, failed_at or time.monotonic()
-            continue
-        steps[url] += 1
-        if think_s:
-            time.sleep(think_s)
-        if failed_at is not None:
-            with tally.lock:
-                tally.recoveries_s.append(time.monotonic() - failed_at)
-            failed_at = None
-    if env is not None:
-        close_quietly(env)
-    with tally.lock:
-        tally.steps_by_url.update(steps)
-        tally.unrecovered += failed_at is not None
+            self.env = None  # the address is gone too: the next turn opens a session on another replica
+            return
+        except RuntimeError as error:
+            if not refused_for_capacity(error, env):
+                raise
+            self.env = None
+            return
+        with self.tally.lock:
+            self.tally.recovered_on_same_address += 1
+        self.begin(episode_id, self.url, ready)
+
+    def run(self, until: Until, action: RoomsAction, episode_steps: int, think_s: float) -> None:
+        """Run episodes until told to stop, moving to another replica when one fails."""
+        steps: Counter[str] = Counter()
+        while not until.done():
+            if self.env is None:
+                episode_id = self.next_episode_id()
+                try:
+                    self.env, url, ready = open_session(self.pool, episode_id, self.headers)
+                except PermissionError as error:  # AccessDenied: no token, or not the replicas' one
+                    with self.tally.lock:
+                        self.tally.errors[(getattr(error, "url", ""), type(error).__name__)] += 1
+                    until.stop.set()
+                    break
+                except NoReplicaAvailable:
+                    with self.tally.lock:
+                        self.tally.refused_opens += 1
+                    time.sleep(0.05)
+                    continue
+                self.begin(episode_id, url, ready)
+            env = self.env
+            try:
+                if self.steps == episode_steps:
+                    self.check_end(env)
+                    episode_id = self.next_episode_id()
+                    self.begin(episode_id, self.url, env.reset(episode_id=episode_id))
+                self.check_step(env.step(action))
+            except (ConnectionError, TimeoutError) as error:  # the session is gone; only SessionLost is expected
+                self.lose(env, error, action)
+                continue
+            except Exception as error:  # counted and reported; the rollout goes on in a new session
+                with self.tally.lock:
+                    self.tally.errors[(self.url, type(error).__name__)] += 1
+                close_quietly(env)
+                self.env, self.lost_at = None, self.lost_at or time.monotonic()
+                continue
+            steps[self.url] += 1
+            if think_s:
+                time.sleep(think_s)
+        if self.env is not None:
+            close_quietly(self.env)
+        with self.tally.lock:
+            self.tally.steps_by_url.update(steps)
+            self.tally.unrecovered += self.lost_at is not None
 
 
 # --- Swarm: where the replicas are, and failing one ----------------------------------------------
@@ -233,7 +336,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", action="append", default=[], help="a replica's base URL (repeat for each)")
     parser.add_argument("--swarm-service", help="find the replicas from this Swarm service's host-mode ports")
     parser.add_argument("--host", default="127.0.0.1", help="host of the host-mode ports (default 127.0.0.1)")
-    parser.add_argument("--sessions", type=int, default=8, help="concurrent sessions (default 8)")
+    parser.add_argument("--sessions", type=int, default=8, help="concurrent rollouts, a session each (default 8)")
+    parser.add_argument("--episode-steps", type=int, default=20, help="steps of each episode (default 20)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load (default 20)")
     parser.add_argument("--kill-at", type=float, help="docker kill one replica this many seconds in (--swarm-service)")
     parser.add_argument(
@@ -264,8 +368,8 @@ def argument_problem(args: argparse.Namespace) -> str | None:
         return "give either --url (one or more) or --swarm-service"
     if args.kill_at is not None and not args.swarm_service:
         return "--kill-at needs --swarm-service (it kills one of the service's containers)"
-    if args.sessions < 1 or args.duration <= 0 or args.message_size < 0 or args.think < 0:
-        return "--sessions must be ≥ 1, --duration > 0, --message-size and --think ≥ 0"
+    if args.sessions < 1 or args.episode_steps < 1 or args.duration <= 0 or args.message_size < 0 or args.think < 0:
+        return "--sessions and --episode-steps must be ≥ 1, --duration > 0, --message-size and --think ≥ 0"
     if args.kill_at is not None and not 0 < args.kill_at < args.duration:
         return "--kill-at must fall inside --duration"
     if args.token_file is not None and not args.token_file.is_file():
@@ -288,13 +392,15 @@ def run(args: argparse.Namespace) -> int:
     tally = Tally()
     started = time.monotonic()
     until = Until(started + args.duration)
+    headers = token_headers(args.token_file)
+    action = RoomsAction(message="x" * args.message_size)
     threads = [
         threading.Thread(
-            target=load_thread,
-            args=(pool, tally, until, "x" * args.message_size, args.think, token_headers(args.token_file)),
+            target=Rollout(number, pool, tally, headers).run,
+            args=(until, action, args.episode_steps, args.think),
             daemon=True,
         )
-        for _ in range(args.sessions)
+        for number in range(args.sessions)
     ]
     if watch is not None:
         threads.append(threading.Thread(target=watch.run, daemon=True))
@@ -334,7 +440,7 @@ def summarize(
         {"url": url, "kind": kind, "count": n} for (url, kind), n in sorted(tally.errors.items())
     ]
     elsewhere = sum(e["count"] for e in errors if e["url"] != killed_url)
-    expected_kinds = {kind.__name__ for kind in REPLICA_GONE}
+    expected_kinds = {kind.__name__ for kind in SESSION_GONE}
     unexpected = sum(e["count"] for e in errors if e["kind"] not in expected_kinds)
     replica_back_s = None
     if watch is not None and watch.killed_at is not None and watch.back_at is not None:
@@ -352,19 +458,30 @@ def summarize(
         "errors_on_killed_replica": sum(e["count"] for e in errors if e["url"] == killed_url),
         "errors_elsewhere": elsewhere,
         "errors_of_unexpected_kind": unexpected,
+        "episodes": tally.episodes,
+        "switched_episodes": len(tally.switched),
+        "switched": tally.switched[:20],
+        "sessions_lost": tally.lost,
         "sessions_recovered": len(tally.recoveries_s),
         "sessions_unrecovered": tally.unrecovered,
+        "recovered_on_same_address": tally.recovered_on_same_address,
         "session_recovery_max_s": round(max(tally.recoveries_s), 3) if tally.recoveries_s else None,
         "session_recovery_median_s": round(statistics.median(tally.recoveries_s), 3) if tally.recoveries_s else None,
         "refused_opens": tally.refused_opens,
         "replica_back_s": replica_back_s,
         "replicas_at_end": len(pool.urls),
-        "clean": elsewhere == 0 and unexpected == 0 and tally.unrecovered == 0 and replicas_back and steps > 0,
+        "clean": elsewhere == 0
+        and unexpected == 0
+        and not tally.switched
+        and tally.unrecovered == 0
+        and len(tally.recoveries_s) == tally.lost
+        and replicas_back
+        and steps > 0,
     }
 
 
 def print_report(report: dict[str, Any]) -> None:
-    table = Table(title=f"failover: {report['sessions']} sessions, {report['seconds']} s")
+    table = Table(title=f"failover: {report['sessions']} rollouts, {report['seconds']} s")
     table.add_column("figure")
     table.add_column("value", justify="right")
     rows: list[tuple[str, Any]] = [
@@ -374,11 +491,16 @@ def print_report(report: dict[str, Any]) -> None:
         ("killed replica", report["killed_url"] or "none"),
         *((f"errors on {e['url']} ({e['kind']})", e["count"]) for e in report["errors"]),
         ("errors on other replicas", report["errors_elsewhere"]),
-        ("errors other than a lost connection", report["errors_of_unexpected_kind"]),
-        ("failed sessions stepping again elsewhere", report["sessions_recovered"]),
-        ("failed sessions never recovered", report["sessions_unrecovered"]),
+        ("errors other than SessionLost", report["errors_of_unexpected_kind"]),
+        ("episodes completed", report["episodes"]),
+        ("switched episodes (went on in another session)", report["switched_episodes"]),
+        *((f"switched: {why}", "") for why in report["switched"]),
+        ("rollouts that lost their session", report["sessions_lost"]),
+        ("rollouts stepping again after reset()", report["sessions_recovered"]),
+        ("  of which reset() on the same address", report["recovered_on_same_address"]),
+        ("rollouts never recovered", report["sessions_unrecovered"]),
         (
-            "session recovery, median / max s",
+            "recovery, median / max s",
             f"{report['session_recovery_median_s']} / {report['session_recovery_max_s']}",
         ),
         ("opens refused by every replica", report["refused_opens"]),
