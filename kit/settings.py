@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 PREFIX = f"{__name__.split('.')[0].upper()}_"
 
 # TRL's AsyncGRPO keeps 128 rollouts in flight: 512 runs it with 4x headroom. An idle session costs
-# 20-40 KB of server memory (docs/performance.md): 512 of them, about 20 MB.
+# 20-40 KB of server memory: 512 of them, about 20 MB.
 DEFAULT_MAX_CONCURRENT_ENVS = 512
 # Longer than a trainer's model thinks between two steps, short enough to free an abandoned slot in minutes.
 DEFAULT_SESSION_TIMEOUT_S = 600.0
