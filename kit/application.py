@@ -80,7 +80,7 @@ def create_app(
     bounds = JsonBounds(settings.max_json_depth, settings.max_json_items)
     app.add_middleware(ClientLimits, max_body_bytes=settings.max_payload_bytes, bounds=bounds, ws_paths=WS_PATHS)
     # Added last, so it runs first: a refused request reaches nothing else.
-    app.add_middleware(AccessControl, token=settings.api_token, allowed_origins=settings.allowed_origins)
+    app.add_middleware(AccessControl, token=settings.token(), allowed_origins=settings.allowed_origins)
     return app
 
 
