@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
+import httpx
 from openenv.core.env_server.types import State
 from rich.console import Console
 from rich.table import Table
@@ -199,8 +199,8 @@ def swarm_replicas(service: str, host: str = "127.0.0.1") -> dict[str, str]:
 
 def healthy(url: str) -> bool:
     try:
-        return requests.get(f"{url}/health", timeout=2).status_code == 200
-    except requests.RequestException:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
         return False
 
 

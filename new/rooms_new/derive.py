@@ -37,7 +37,7 @@ else:
 
 CACHES = {"__pycache__", ".ruff_cache", ".pytest_cache", ".mypy_cache"}  # never part of the template
 RESERVED_NAMES = {PACKAGE, "server", "tests", "kit"}
-DEV_REQUIREMENTS = ("pytest", "pytest-asyncio", "requests")  # versions as in Rooms' dev group
+DEV_REQUIREMENTS = ("pytest", "pytest-asyncio")  # versions as in Rooms' dev group
 YAML_REQUIREMENT = "pyyaml>=6.0"  # the generated tests read openenv.yaml
 
 
