@@ -386,6 +386,7 @@ def test_its_tests_catch_state_set_in_reset_only_and_pass_with_the_documented_pa
     (artifacts / "tally-person.diff").write_text(diff)
     changed = {path for path in before.keys() | after.keys() if before.get(path) != after.get(path)}
     assert changed == EDITED
+    assert [path for path, data in after.items() if re.search(b"echo", data, re.IGNORECASE)] == []
     fixed = run_own_tests(project, installed_metadata, artifacts / "tally-tests.txt")
     print(f"the documented pattern: exit {fixed.returncode}, {fixed.seconds:.1f} s; the person's diff:\n{diff}")
     assert fixed.returncode == 0, fixed.output[-6000:]

@@ -13,12 +13,12 @@ from __ENV_NAME__.models import __ENV_CLASS_NAME__Action, __ENV_CLASS_NAME__Obse
 
 
 class __ENV_CLASS_NAME__Environment(Environment[__ENV_CLASS_NAME__Action, __ENV_CLASS_NAME__Observation, State]):
-    """The __ENV_TITLE_NAME__ environment; until you change it, it echoes each message back.
+    """The __ENV_TITLE_NAME__ environment.
 
     `reset()` starts an episode; `step(action)` plays one `__ENV_CLASS_NAME__Action` and returns
-    a `__ENV_CLASS_NAME__Observation` (models.py) with its `reward` (the message's length / 10)
-    and `done` (always False). The server creates one instance per session (WebSocket or
-    MCP), and one per plain HTTP request: `POST /step` steps a new instance, never reset.
+    a `__ENV_CLASS_NAME__Observation` (models.py) with its `reward` and `done` (`step` says which).
+    The server creates one instance per session (WebSocket or MCP), and one per plain HTTP
+    request: `POST /step` steps a new instance, never reset.
     """
 
     SUPPORTS_CONCURRENT_SESSIONS = True
