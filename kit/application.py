@@ -91,9 +91,7 @@ def create_app(
         ClientLimits, max_body_bytes=settings.max_payload_bytes, bounds=bounds, ws_paths=WS_PATHS, metrics=metrics
     )
     # Added last, so it runs first: a refused request reaches nothing else.
-    app.add_middleware(
-        AccessControl, token=settings.api_token, allowed_origins=settings.allowed_origins, metrics=metrics
-    )
+    app.add_middleware(AccessControl, token=settings.token(), allowed_origins=settings.allowed_origins, metrics=metrics)
     return app
 
 

@@ -19,8 +19,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
-import requests
 
 from .package import PACKAGE
 
@@ -105,9 +105,9 @@ def wait_until_healthy(
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"server exited with code {process.returncode} before answering")
         try:
-            if requests.get(f"{url}/health", timeout=1, verify=verify).status_code == 200:
+            if httpx.get(f"{url}/health", timeout=1, verify=verify).status_code == 200:
                 return
-        except requests.RequestException:
+        except httpx.HTTPError:
             time.sleep(0.05)  # not listening yet
     raise TimeoutError(f"{url}/health did not answer within {timeout}s")
 

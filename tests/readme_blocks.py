@@ -37,7 +37,7 @@ KINDS = {
     "output": "what the block before it prints (or an excerpt): the same rows, columns and lines must appear",
     "app-excerpt": "must appear verbatim in server/app.py",
     "layout": "every path it lists must exist",
-    "new-command": "run by tests/test_new_env.py with its ../wordcount replaced by a temporary directory",
+    "new-command": "run by tests/test_new_env.py with its ../tally replaced by a temporary directory",
     "docker": "run by the container tests (tests/test_docker.py)",
     "hub": "run up to the network boundary (tests/test_docker.py, tests/test_openenv_tooling.py)",
     "swarm": "run by tests/test_swarm.py on a single-node swarm (its stack name and replica addresses substituted)",
@@ -48,7 +48,9 @@ KINDS = {
     "trl-smoke": "run as written against a live server (localhost:8000 replaced) by tests/test_trl_example.py",
     "trl-gpu": "run against a live server up to where a GPU is needed (tests/test_trl_example.py)",
     "trl-excerpt": "must appear in examples/trl_grpo.py, indentation aside",
-    "new-env": "the person's edit tests/test_new_env.py applies to a new project (models, reset/step, reward range)",
+    "new-update": "run by tests/test_new_env.py with its ../tally replaced by a new project it derived",
+    "new-env": "the person's edit tests/test_new_env.py applies to a new project (models, __init__/reset/step, "
+    "reward range, their game's test)",
     "new-project": "what tests/test_new_env.py runs in the new project: its tests, then its server",
 }
 

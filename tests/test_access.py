@@ -57,8 +57,8 @@ def test_token_from_the_variable_or_from_a_file(tmp_path: Path) -> None:
     secret = tmp_path / "token"
     secret.write_text(TOKEN + "\n")  # as `echo` writes it
     assert Settings.from_env({}).api_token is None
-    assert Settings.from_env({"ROOMS_API_TOKEN": TOKEN}).api_token == TOKEN
-    assert Settings.from_env({"ROOMS_API_TOKEN_FILE": str(secret)}).api_token == TOKEN
+    assert Settings.from_env({"ROOMS_API_TOKEN": TOKEN}).token() == TOKEN
+    assert Settings.from_env({"ROOMS_API_TOKEN_FILE": str(secret)}).token() == TOKEN
     assert TOKEN not in repr(Settings.from_env({"ROOMS_API_TOKEN": TOKEN}))
 
 

@@ -19,7 +19,6 @@ import json
 import os
 import resource
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -30,12 +29,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 from rich.console import Console
 from rich.table import Table
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from rooms.kit.testing import LiveServer, free_port, start_server
+from rooms_bench.measure import percentile
 from rooms_bench.servers import generate_template, start_floor, start_template
 
 HELP = "how many concurrent sessions a deployment holds, by OpenEnv's scaling method"
@@ -162,19 +163,8 @@ async def storm(ws_urls: Sequence[str], sessions: int, wait: float) -> list[Requ
 # --- what a run of one size reports -------------------------------------------------------------
 
 
-def percentile(values: Sequence[float], p: float) -> float | None:
-    """The `p`-th percentile (linear interpolation), None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * p / 100
-    low = int(k)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (k - low) * (ordered[high] - ordered[low])
-
-
 def median(values: Sequence[float]) -> float | None:
-    return statistics.median(values) if values else None
+    return percentile(values, 50)
 
 
 @dataclass
@@ -241,44 +231,34 @@ def max_batch(results: Sequence[SizeResult], threshold: float) -> int | None:
 # --- the targets ---------------------------------------------------------------------------------
 
 
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its descendants (uvicorn's workers), on Linux."""
-    pids, queue = [], [pid]
-    while queue:
-        current = queue.pop()
-        pids.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*/children"):
-            try:
-                queue.extend(int(child) for child in task.read_text().split())
-            except OSError:
-                continue
-    return pids
+def process_tree(pid: int) -> list[psutil.Process]:
+    """`pid` and its descendants (uvicorn's workers); none once it has exited."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def tree_rss_kb(pid: int) -> int | None:
+    """The resident memory of `pid` and its descendants, in KiB."""
     total, seen = 0, False
     for member in process_tree(pid):
-        try:
-            status = Path(f"/proc/{member}/status").read_text()
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-                seen = True
+        with suppress(psutil.NoSuchProcess):
+            total += member.memory_info().rss // 1024
+            seen = True
     return total if seen else None
 
 
 def tree_cpu_s(pid: int) -> float | None:
-    ticks, seen = 0, False
+    """The CPU seconds (user and system) `pid` and its descendants have used."""
+    total, seen = 0.0, False
     for member in process_tree(pid):
-        try:
-            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
-        seen = True
-    return ticks / os.sysconf("SC_CLK_TCK") if seen else None
+        with suppress(psutil.NoSuchProcess):
+            times = member.cpu_times()
+            total += times.user + times.system
+            seen = True
+    return total if seen else None
 
 
 @dataclass

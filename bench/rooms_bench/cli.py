@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
+import httpx
 
 from rooms.kit.testing import LiveServer
 from rooms_bench import capacity, failover, layers, mcp_calls, metrics_cost, startup
@@ -140,7 +140,7 @@ def run_measure(args: argparse.Namespace) -> int:
     with ExitStack() as cleanup:
         try:
             measure_all(args, results, cleanup)
-        except (RuntimeError, requests.RequestException) as exc:
+        except (RuntimeError, httpx.HTTPError) as exc:
             raise SystemExit(f"rooms-bench: {exc}") from None
     print_results(results)
     if args.json:

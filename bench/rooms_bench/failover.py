@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
+import httpx
 from openenv.core.client_types import StepResult
 from openenv.core.env_server.types import State
 from rich.console import Console
@@ -302,8 +302,8 @@ def swarm_replicas(service: str, host: str = "127.0.0.1") -> dict[str, str]:
 
 def healthy(url: str) -> bool:
     try:
-        return requests.get(f"{url}/health", timeout=2).status_code == 200
-    except requests.RequestException:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
         return False
 
 

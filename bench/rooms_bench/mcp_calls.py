@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from mcp.client.streamable_http import streamable_http_client
 from rich.table import Table
 
 from rooms.kit.testing import LiveServer, console_script, free_port, start_server
-from rooms_bench.measure import console
+from rooms_bench.measure import console, percentile
 
 HELP = "standard MCP tool calls on one worker and on two (the hand-over between workers), side by side"
 CONNECTIONS = {"kept alive": None, "new per request": httpx.Limits(max_keepalive_connections=0)}
@@ -95,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def p50_us(latencies: list[float]) -> float:
-    return statistics.median(latencies) * 1e6
+    found = percentile(latencies, 50)
+    assert found is not None, "no calls measured"
+    return found * 1e6
 
 
 def print_results(results: dict[tuple[int, str], list[float]]) -> None:

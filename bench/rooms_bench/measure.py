@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,17 @@ SIDE_BY_SIDE_ROUNDS = 20
 FAILURES_BEFORE_GIVING_UP = 100
 
 Advance = Callable[[int], None]
+
+
+def percentile(values: Sequence[float], q: int) -> float | None:
+    """The `q`-th percentile of `values` (0 the lowest, 100 the highest), None for no values: every
+    figure of rooms-bench uses this one. It is `statistics.quantiles(values, n=100, method="inclusive")`,
+    linear interpolation between the closest ranks (numpy's default, and Excel's PERCENTILE.INC)."""
+    if not values:
+        return None
+    if q <= 0 or q >= 100 or len(values) == 1:
+        return float(min(values) if q <= 0 else max(values) if q >= 100 else values[0])
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 @dataclass
@@ -52,11 +64,9 @@ class Run:
     def steps_per_s(self) -> float:
         return self.steps / self.seconds if self.seconds else 0.0
 
-    def percentile_us(self, q: float) -> float | None:
-        if not self.latencies_ns:
-            return None
-        ordered = sorted(self.latencies_ns)
-        return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] / 1000
+    def percentile_us(self, q: int) -> float | None:
+        found = percentile(self.latencies_ns, q)
+        return None if found is None else found / 1000
 
     def absorb(self, other: Run) -> None:
         """Add another part of the same scenario's figures to this one."""

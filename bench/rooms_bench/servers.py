@@ -15,7 +15,7 @@ from importlib.machinery import PathFinder
 from pathlib import Path
 from types import ModuleType
 
-import requests
+import httpx
 
 from rooms.kit.testing import LiveServer, free_port, start_server
 from rooms_bench.sessions import EnvClasses
@@ -39,7 +39,7 @@ def start_rooms(log_dir: Path, max_sessions: int, env: dict[str, str] | None = N
 
 def observation_frame(url: str, message: str) -> str:
     """The WebSocket reply a Rooms step with `message` gets, for the floor to answer with."""
-    response = requests.post(f"{url}/step", json={"action": {"message": message}}, timeout=30)
+    response = httpx.post(f"{url}/step", json={"action": {"message": message}}, timeout=30)
     response.raise_for_status()
     return json.dumps({"type": "observation", "data": response.json()})
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httpx
-import requests
 from websockets.sync.client import connect
 
 
@@ -100,14 +99,14 @@ def websocket_sync(url: str, message: str) -> SyncSessions:
 
 
 def http_sync(url: str, message: str) -> SyncSessions:
-    """POST `/step` with one keep-alive `requests` session per thread."""
+    """POST `/step` with one keep-alive `httpx.Client` per thread."""
     body = {"action": {"message": message}}
 
     def open_session() -> SyncSession:
-        session = requests.Session()
+        session = httpx.Client(timeout=60)
 
         def step() -> None:
-            session.post(f"{url}/step", json=body, timeout=60).raise_for_status()
+            session.post(f"{url}/step", json=body).raise_for_status()
 
         return SyncSession(step=step, close=session.close)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import statistics
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ import requests
 
 from rooms.kit.testing import LiveServer, console_script, free_port
 from rooms_bench import capacity
+from rooms_bench.measure import percentile
 from tests.readme_blocks import run_sweep_command
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -216,8 +218,14 @@ def test_the_wait_is_never_short_on_the_sweeps_loop() -> None:
 
 
 def test_percentiles_and_max_batch() -> None:
-    assert capacity.percentile([1.0, 2.0, 3.0, 4.0, 5.0], 50) == 3.0
-    assert capacity.percentile([], 99) is None
+    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 50) == 3.0
+    assert percentile([], 99) is None
+    # One definition for every figure: statistics.quantiles' inclusive method (linear interpolation).
+    assert (
+        percentile([10.0, 20.0, 30.0, 40.0], 90)
+        == statistics.quantiles([10, 20, 30, 40], n=100, method="inclusive")[89]
+    )
+    assert (percentile([3.0, 1.0, 2.0], 0), percentile([3.0, 1.0, 2.0], 100), percentile([7.0], 99)) == (1.0, 3.0, 7.0)
     rows = [
         capacity.summarize("t", n, [[capacity.RequestResult(ok=i < ok) for i in range(n)]], 2, [], 0.0, None)
         for n, ok in ((10, 10), (20, 19), (40, 39), (80, 60))

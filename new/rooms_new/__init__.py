@@ -1,16 +1,19 @@
-"""rooms-new: a new OpenEnv environment from Rooms in one command (`rooms-new NAME DIR`)."""
+"""rooms-new: a new OpenEnv environment from Rooms' template and kit in one command (`rooms-new NAME DIR`),
+and its kit brought up to date by another (`rooms-new --update DIR`)."""
 
-from .derive import DeriveError, LockError, Names, derive
-from .layout import ENVIRONMENT_FILES, OWN_FILES, PACKAGE_FILES, generic_files, package_files
+from .derive import DeriveError, EditedKitError, LockError, Names, Update, derive, update
+from .layout import KIT, MANIFEST, generic_files, kit_files
 
 __all__ = [
-    "ENVIRONMENT_FILES",
-    "OWN_FILES",
-    "PACKAGE_FILES",
+    "KIT",
+    "MANIFEST",
     "DeriveError",
+    "EditedKitError",
     "LockError",
     "Names",
+    "Update",
     "derive",
     "generic_files",
-    "package_files",
+    "kit_files",
+    "update",
 ]

@@ -1,9 +1,7 @@
-"""What the Rooms checkout holds: the files of its package, and which of them are its own.
+"""What the Rooms checkout holds for `rooms-new`: its kit, the generic machinery a new environment copies.
 
-Rooms' own files name it: the four files of OpenEnv's template and the two that export
-their names. Every other module of the package is generic (it names no Rooms type, no
-`rooms.` import path and no `ROOMS_` setting), so a new environment copies it unchanged.
-tests/test_generic_modules.py checks that of each module listed here.
+The environment's own files are not read from the checkout: a new one starts from `template/`.
+tests/test_generic_modules.py checks that no file of the kit names Rooms.
 """
 
 from __future__ import annotations
@@ -12,25 +10,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]  # new/rooms_new/layout.py, in the checkout
 PACKAGE = "rooms"
-ENVIRONMENT_FILES = ("models.py", "client.py", "server/rooms_environment.py", "server/app.py")
-PACKAGE_FILES = ("__init__.py", "server/__init__.py")  # exports, named after the environment
-OWN_FILES = ENVIRONMENT_FILES + PACKAGE_FILES
+KIT = "kit"
+MANIFEST = "MANIFEST.json"  # in a made environment's kit: its version and each file's hash
 
 
-def package_files(root: Path = ROOT) -> list[str]:
-    """Every file of the package at `root` (its modules and its Dockerfile), relative to `root`."""
-    paths = [
-        *root.glob("*.py"),
-        *(root / "server").glob("*.py"),
-        root / "server" / "Dockerfile",
-        *(path for path in (root / "kit").rglob("*") if "__pycache__" not in path.parts),
-    ]
-    return sorted(path.relative_to(root).as_posix() for path in paths if path.is_file())
+def kit_files(root: Path = ROOT) -> list[str]:
+    """Every file of the kit at `root`, relative to the kit (`application.py`, `README.md`, ...)."""
+    kit = root / KIT
+    return sorted(
+        path.relative_to(kit).as_posix()
+        for path in kit.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and path.relative_to(kit).as_posix() != MANIFEST
+    )
 
 
 def generic_files(root: Path = ROOT) -> list[str]:
-    """The package's files that are not Rooms' own: a new environment copies them byte for byte."""
-    return [path for path in package_files(root) if path not in OWN_FILES]
+    """The files a new environment copies byte for byte, relative to `root`: the kit's."""
+    return [f"{KIT}/{path}" for path in kit_files(root)]
 
 
-__all__ = ["ENVIRONMENT_FILES", "OWN_FILES", "PACKAGE", "PACKAGE_FILES", "ROOT", "generic_files", "package_files"]
+__all__ = ["KIT", "MANIFEST", "PACKAGE", "ROOT", "generic_files", "kit_files"]

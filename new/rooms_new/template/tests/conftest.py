@@ -1,73 +1,87 @@
-"""Fixtures of the tests: a server started by the `server` command, an example action, the reward range."""
+"""Fixtures of the tests: the app in process (Starlette's TestClient, and uvicorn on a free port for
+the typed client, which needs a socket), an example action, the reward range."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-import requests
 import yaml
+from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from rooms import RoomsAction
+from __ENV_NAME__.kit.settings import Settings
+from __ENV_NAME__.kit.testing import free_port
+
+if TYPE_CHECKING:
+    from __ENV_NAME__.models import __ENV_CLASS_NAME__Action
+
+# The tests never use OpenEnv's Gradio web interface: without it, OpenEnv imports in a third of the time
+# (a `None` in sys.modules makes `import gradio` raise ModuleNotFoundError, which OpenEnv expects). So
+# nothing above imports OpenEnv, and the fixtures import the package's modules when they run.
+sys.modules.setdefault("gradio", None)  # type: ignore[arg-type]
 
 PROJECT = Path(__file__).resolve().parents[1]
 WORDS = "one two three "  # a string field's example value, cut or repeated to the field's length bounds
 
 
-@pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The URL of a server that `python -m rooms.kit.command` (the `server` command) runs on a free port."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    command = [sys.executable, "-m", "rooms.kit.command", "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("w") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, process, log)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def new_app() -> Any:
+    """The app, with the default settings."""
+    from __ENV_NAME__.kit.application import create_app
+    from __ENV_NAME__.models import __ENV_CLASS_NAME__Action, __ENV_CLASS_NAME__Observation
+    from __ENV_NAME__.server.__ENV_NAME___environment import __ENV_CLASS_NAME__Environment
 
-
-def wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited with code {process.returncode}:\n{log.read_text()}")
-        try:
-            if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"the server did not answer /health within {timeout_s} s:\n{log.read_text()}")
+    return create_app(
+        __ENV_CLASS_NAME__Environment,
+        __ENV_CLASS_NAME__Action,
+        __ENV_CLASS_NAME__Observation,
+        Settings(),
+    )
 
 
 @pytest.fixture
-def action() -> RoomsAction:
+def client() -> Iterator[TestClient]:
+    """The app, served in process."""
+    with TestClient(new_app()) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """The URL of the app served by uvicorn in a thread of this process, on a free port."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(new_app(), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+@pytest.fixture
+def action() -> __ENV_CLASS_NAME__Action:
     """A valid action, built from the action's JSON schema: a value for each required field."""
-    schema = RoomsAction.model_json_schema()
+    from __ENV_NAME__.models import __ENV_CLASS_NAME__Action
+
+    schema = __ENV_CLASS_NAME__Action.model_json_schema()
     definitions = schema.get("$defs", {})
     fields = {name: example(schema["properties"][name], definitions) for name in schema.get("required", [])}
     try:
-        return RoomsAction.model_validate(fields)
+        return __ENV_CLASS_NAME__Action.model_validate(fields)
     except ValidationError as error:
-        pytest.fail(f"no example RoomsAction could be built from its schema: write one in tests/conftest.py\n{error}")
+        pytest.fail(f"no example action could be built from its schema: write one in tests/conftest.py\n{error}")
 
 
 def example(schema: dict[str, Any], definitions: dict[str, Any]) -> Any:
@@ -89,7 +103,7 @@ def example(schema: dict[str, Any], definitions: dict[str, Any]) -> Any:
         low = schema.get("minimum", schema.get("exclusiveMinimum", 0) + 1)
         return int(low) if kind == "integer" else float(low)
     if kind == "array":
-        return [example(schema.get("items", {}), definitions) for _ in range(schema.get("minItems", 0))]
+        return [example(schema.get("items", {}), definitions) for _ in range(max(1, schema.get("minItems", 0)))]
     if kind == "object":
         required = schema.get("required", [])
         return {name: example(schema.get("properties", {}).get(name, {}), definitions) for name in required}
