@@ -67,6 +67,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return max(4, 2 * (os.cpu_count() or 1))
 
 
+DOCKER_TEST_TIMEOUT_S = 1800
 # Markers of the tests that take tens of seconds or more.
 LONG_RUNNING = ("derive", "trl", "slow")
 
@@ -83,6 +84,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("docker") or item.get_closest_marker("swarm"):
             item.add_marker(pytest.mark.xdist_group("docker-engine"))
+            # The first of them builds the base image and the env image in its setup, minutes on a busy day.
+            item.add_marker(pytest.mark.timeout(DOCKER_TEST_TIMEOUT_S))
     modules_with_long_tests = {
         item.path for item in items if any(item.get_closest_marker(marker) for marker in LONG_RUNNING)
     }
