@@ -1,4 +1,5 @@
-"""Server processes on free ports for tests and benchmarks: start, wait for `/health`, measure, stop.
+"""Servers on free ports for tests and benchmarks: an app served in this process (`InProcessServer`),
+or a server process to start, wait for (`/health`), measure and stop.
 
 One harness for the environment's tests, the benchmark and the soak script. Its pytest
 fixtures (`server_factory`, `live_server`, `base_url`) are registered by a conftest.py that
@@ -14,10 +15,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -31,6 +34,49 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+class InProcessServer:
+    """`app` served by uvicorn in a thread of this process, on a free port, with the `server` command's WebSocket
+    options from `settings` (a `Settings`): the server as tests of the app and its clients need it, without a
+    process to start. Tests of the process itself (workers, signals, imports, log) start one instead."""
+
+    def __init__(self, app: Any, settings: Any, timeout: float = 60) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            ws="websockets-sansio",
+            ws_max_size=settings.max_payload_bytes,
+            ws_per_message_deflate=False,
+            ws_ping_interval=settings.ws_ping_interval_s,
+            ws_ping_timeout=settings.ws_ping_timeout_s,
+            log_level="warning",
+            timeout_graceful_shutdown=3,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the in-process server did not start")
+            time.sleep(0.01)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
 
 
 def console_script(name: str) -> str:

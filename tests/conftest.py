@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 from rooms.kit.settings import Settings
 from rooms.kit.testing import (  # noqa: F401  (fixtures, registered by importing them)
+    InProcessServer,
     LiveServer,
     ServerFactory,
     console_script,
@@ -155,52 +156,13 @@ class Served(Protocol):
     def ws_url(self) -> str: ...
 
 
-class InProcessServer:
-    """The app of `create_app(settings)` served by uvicorn in a thread of the test process, on a free port: the
-    server as the tests of the app, the clients and the doors need it, without a process to start. (Tests of
-    the process itself, its workers, signals, imports or log, start the `server` command: `server_factory`.)"""
+def in_process_server(settings: Settings) -> InProcessServer:
+    """Rooms' app with `settings`, served in this process."""
+    from rooms import RoomsAction, RoomsObservation
+    from rooms.kit.application import create_app
+    from rooms.server.rooms_environment import RoomsEnvironment
 
-    def __init__(self, settings: Settings) -> None:
-        import uvicorn
-
-        from rooms import RoomsAction, RoomsObservation
-        from rooms.kit.application import create_app
-        from rooms.server.rooms_environment import RoomsEnvironment
-
-        self.settings = settings
-        self.port = free_port()
-        app = create_app(RoomsEnvironment, RoomsAction, RoomsObservation, settings=settings)
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=self.port,
-            ws="websockets-sansio",
-            ws_max_size=settings.max_payload_bytes,
-            ws_per_message_deflate=False,
-            ws_ping_interval=settings.ws_ping_interval_s,
-            ws_ping_timeout=settings.ws_ping_timeout_s,
-            log_level="warning",
-            timeout_graceful_shutdown=3,
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "the in-process server did not start"
-            time.sleep(0.01)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
+    return InProcessServer(create_app(RoomsEnvironment, RoomsAction, RoomsObservation, settings=settings), settings)
 
 
 def settings_with(env: dict[str, str] | None) -> Settings:
@@ -227,7 +189,7 @@ class SharedServers:
         if server is None or not self.becomes_idle(server):
             if server is not None:
                 server.stop()
-            server = self.servers[key] = InProcessServer(settings_with(env))
+            server = self.servers[key] = in_process_server(settings_with(env))
         return server
 
     def becomes_idle(self, server: InProcessServer) -> bool:

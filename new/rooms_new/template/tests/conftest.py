@@ -4,8 +4,6 @@ the typed client, which needs a socket), an example action, the reward range."""
 from __future__ import annotations
 
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +14,7 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from __ENV_NAME__.kit.settings import Settings
-from __ENV_NAME__.kit.testing import free_port
+from __ENV_NAME__.kit.testing import InProcessServer
 
 if TYPE_CHECKING:
     from __ENV_NAME__.models import __ENV_CLASS_NAME__Action
@@ -54,20 +52,9 @@ def client() -> Iterator[TestClient]:
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
     """The URL of the app served by uvicorn in a thread of this process, on a free port."""
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(new_app(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    server = InProcessServer(new_app(), Settings())
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture
