@@ -378,35 +378,38 @@ class FrameMeter:
     """What the frames of one WebSocket session count (its steps, their time, its frames' sizes, the errors it
     is answered): told of each frame by the session's door (`sessions.py`), which sees every one already."""
 
-    __slots__ = ("error", "jsonrpc", "meter", "started")
+    __slots__ = ("error", "jsonrpc", "meter", "seconds", "size", "started", "steps")
 
     def __init__(self, metrics: Metrics, scope: Scope) -> None:
         self.meter = metrics.doors[door_of(scope)]
+        self.size, self.seconds, self.steps = self.meter.size, self.meter.seconds, self.meter.steps
         self.error = metrics.error
         self.jsonrpc = scope["path"] == MCP_PATH
         self.started = 0.0
 
     def received(self, message: Message) -> None:
-        if message["type"] == "websocket.receive":
+        kind = message["type"]
+        if kind == "websocket.receive":
             text = message.get("text")
             if text is not None:
-                self.meter.size.observe(len(text))
-                if is_step_frame(text, self.jsonrpc):
+                self.size.observe(len(text))
+                if text.startswith(STEP_FRAMES) or is_step_frame(text, self.jsonrpc):
                     self.started = perf_counter()
-        elif message["type"] == "websocket.disconnect" and message.get("code") == PAYLOAD_TOO_BIG:
+        elif kind == "websocket.disconnect" and message.get("code") == PAYLOAD_TOO_BIG:
             self.meter.refused["payload"].inc()
 
     def sent(self, message: Message) -> None:
-        if message["type"] == "websocket.send":
-            text = message.get("text")
-            if text is not None and text.startswith(ERROR_FRAMES):
-                code = error_code(text)
-                if code is not None:
-                    self.error(code)
-            elif self.started:
-                self.meter.seconds.observe(perf_counter() - self.started)
-                self.meter.steps.inc()
-            self.started = 0.0
+        if message["type"] != "websocket.send":
+            return
+        started, self.started = self.started, 0.0
+        text = message.get("text")
+        if text is not None and text.startswith(ERROR_FRAMES):
+            code = error_code(text)
+            if code is not None:
+                self.error(code)
+        elif started:
+            self.seconds.observe(perf_counter() - started)
+            self.steps.value += 1
 
     def sending(self, send: Send) -> Send:
         """`send` that tells this meter of each frame (for the frames a door sends itself: refusals, endings)."""
@@ -512,6 +515,7 @@ def metered(env: type[Environment[Any, Any, Any]], metrics: Metrics) -> type[Env
     overrides it (which may call `step`), and runs `step` in the session's thread otherwise, so the one of
     them OpenEnv calls is wrapped. Tool calls are counted where they run (`Tools.call`)."""
     rewarded, rewarded_in_thread = metrics.stepped, metrics.stepped_in_thread
+    calling_tool, observe_reward, env_step_async = metrics.calling_tool, metrics.rewards.observe, env.step_async
 
     def step(self: Any, action: Action, timeout_s: float | None = None, **kwargs: Any) -> Observation:
         observation: Observation = super(wrapper, self).step(action, timeout_s=timeout_s, **kwargs)
@@ -519,8 +523,12 @@ def metered(env: type[Environment[Any, Any, Any]], metrics: Metrics) -> type[Env
         return observation
 
     async def step_async(self: Any, action: Action, timeout_s: float | None = None, **kwargs: Any) -> Observation:
-        observation: Observation = await super(wrapper, self).step_async(action, timeout_s=timeout_s, **kwargs)
-        rewarded(observation.reward)
+        observation: Observation = await env_step_async(self, action, timeout_s, **kwargs)
+        reward = observation.reward
+        if type(reward) is float and not calling_tool.get():  # what `rewarded` counts, checked inline: each step
+            observe_reward(reward)
+        else:
+            rewarded(reward)
         return observation
 
     methods: dict[str, Any] = {"__doc__": env.__doc__, "__qualname__": env.__qualname__, "__module__": env.__module__}
