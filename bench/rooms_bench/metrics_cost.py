@@ -12,16 +12,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+from rich.console import Console
 from rich.table import Table
 from websockets.sync.client import connect
 
 from rooms.kit.testing import LiveServer, console_script, free_port, start_server
 from rooms_bench.mcp_calls import eventually_started
-from rooms_bench.measure import console
 
 HELP = "steps/s and p50 with the Prometheus metrics on and off (ROOMS_METRICS), side by side"
 SETTINGS = {"on": "true", "off": "false"}
@@ -88,8 +89,9 @@ def print_results(args: argparse.Namespace, rates: dict[str, float], p50s: dict[
         table.add_column(column, justify="left" if column == "metrics" else "right")
     for label in SETTINGS:
         table.add_row(label, f"{rates[label]:,.0f}", f"{p50[label]:,.1f}")
-    console.print(table)
-    console.print(
+    out = Console(width=None if sys.stdout.isatty() else 120)  # the figures: stdout, whole
+    out.print(table)
+    out.print(
         f"metrics on / off, {workers}: steps/s {rates['on'] / rates['off']:.3f}×, p50 {p50['on'] / p50['off']:.3f}×"
     )
 
