@@ -10,6 +10,7 @@ served; without the token its scrape is refused, with `authorization: {credentia
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -26,7 +27,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from rooms.kit.package import package_version
 from rooms.kit.testing import LiveServer, ServerFactory, free_port, server_command
-from tests.conftest import require
+from tests.conftest import ROOT, require
 from tests.readme_blocks import readme_blocks
 
 WORKERS = 2
@@ -355,3 +356,23 @@ def test_the_documented_queries_are_answered(server: LiveServer, prometheus: str
         answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": expression}, timeout=30).json()
         assert answer["status"] == "success", (expression, answer)
     assert query(prometheus, "sum(rooms_sessions_limit)") == {"": LIMIT * WORKERS}
+
+
+DASHBOARD = ROOT / "deploy" / "grafana-dashboard.json"
+METRIC_NAME = re.compile(r"\brooms_[a-z_]+")
+
+
+def test_the_grafana_dashboard_names_only_metrics_the_server_exposes(server: LiveServer, prometheus: str) -> None:
+    """deploy/grafana-dashboard.json parses, each panel's queries name families of `/metrics`, and Prometheus
+    accepts every one."""
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    expressions = [target["expr"] for panel in panels for target in panel["targets"]]
+    assert expressions, "the dashboard has no query"
+    scraped = httpx.get(f"{server.url}/metrics", headers=AUTHORIZATION, timeout=30).text
+    families = {family.name for family in text_string_to_metric_families(scraped)}  # a counter's without `_total`
+    for expression in expressions:
+        for name in METRIC_NAME.findall(expression):
+            family = re.sub(r"_(total|bucket|sum|count)$", "", name)
+            assert family in families, f"{expression}: no family {family} in /metrics"
+        answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": expression}, timeout=30).json()
+        assert answer["status"] == "success", (expression, answer)
