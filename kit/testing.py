@@ -36,7 +36,21 @@ def free_port() -> int:
         return port
 
 
-class InProcessServer:
+class OnLoopback:
+    """A server on 127.0.0.1 at `port`: its HTTP and WebSocket addresses."""
+
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+
+class InProcessServer(OnLoopback):
     """`app` served by uvicorn in a thread of this process, on a free port, with the `server` command's WebSocket
     options from `settings` (a `Settings`): the server as tests of the app and its clients need it, without a
     process to start. Tests of the process itself (workers, signals, imports, log) start one instead."""
@@ -66,14 +80,6 @@ class InProcessServer:
                 raise RuntimeError("the in-process server did not start")
             time.sleep(0.01)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(30)
@@ -94,7 +100,7 @@ def server_command(port: int) -> list[str]:
 
 
 @dataclass
-class LiveServer:
+class LiveServer(OnLoopback):
     """A server process, its address, and its log."""
 
     process: subprocess.Popen[bytes]
@@ -102,14 +108,6 @@ class LiveServer:
     log_path: Path
     start_seconds: float | None = None  # process start to `/health` 200, when waited for
     stopped: bool = field(default=False)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

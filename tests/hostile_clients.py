@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 import httpx
 from websockets.sync.client import ClientConnection, connect
 
+from rooms.kit.testing import OnLoopback
+
 T = TypeVar("T")
 
 # Settings a developer's shell may hold that would change what a test's server does.
@@ -68,21 +70,13 @@ def wait_for(predicate: Callable[[], T | None], timeout_s: float, what: str, eve
 
 
 @dataclass
-class Server:
+class Server(OnLoopback):
     """A `server` process (its process group), its address and its log."""
 
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
