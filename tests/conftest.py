@@ -18,10 +18,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import pytest
 import requests
+from filelock import FileLock
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -40,10 +41,11 @@ from rooms.kit.testing import (  # noqa: F401  (fixtures, registered by importin
 
 __all__ = [
     "ROOT", "InProcessServer", "LiveServer", "Served", "ServerFactory", "SharedServers", "console_script",
-    "free_port", "require", "start_server", "wait_until_healthy", "websockets_server",
+    "free_port", "require", "start_server", "wait_for", "wait_until_healthy", "websockets_server",
 ]  # fmt: skip
 
 ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -69,22 +71,26 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 
 DOCKER_TEST_TIMEOUT_S = 1800
+DOCKER_ENGINE, DOCKER_BUILDS = "docker-engine", "docker-builds"  # the two groups of the Docker tests
 # Markers of the tests that take tens of seconds or more.
 LONG_RUNNING = ("derive", "trl", "slow")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`--dist loadgroup`), one worker runs every test that uses the Docker engine:
-    it alone builds the image and deploys the swarm, once.
+    """Under pytest-xdist (`--dist loadgroup`), the tests that use the Docker engine run on two workers: one
+    builds the Rooms image and runs its containers and the swarm ("docker-engine"), the other runs the tests
+    that build images of their own ("docker-builds"). The base image they share is made once (`base_image`).
 
-    pytest-xdist hands tests out in collection order, so the long ones go first (that worker's Docker
-    chain, then every module with a long test, whole, so its module fixtures are made once): no worker
-    starts one while the others run out of work.
+    pytest-xdist hands tests out in collection order, so the long ones go first (the Docker groups, then every
+    module with a long test, whole, so its module fixtures are made once): no worker starts one while the
+    others run out of work.
     """
     for item in items:
         if item.get_closest_marker("docker") or item.get_closest_marker("swarm"):
-            item.add_marker(pytest.mark.xdist_group("docker-engine"))
+            fixtures = getattr(item, "fixturenames", ())
+            builds_its_own = "base_image" in fixtures and "built_image" not in fixtures
+            item.add_marker(pytest.mark.xdist_group(DOCKER_BUILDS if builds_its_own else DOCKER_ENGINE))
             # The first of them builds the base image and the env image in its setup, minutes on a busy day.
             item.add_marker(pytest.mark.timeout(DOCKER_TEST_TIMEOUT_S))
     modules_with_long_tests = {
@@ -140,10 +146,27 @@ PROCESS_STARTING_TESTS: set[str] = set()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The count of tests that started a process; their ids too with `ROOMS_LIST_PROCESS_TESTS=1`, and written a
+    line each to the file `ROOMS_PROCESS_TESTS_FILE` names (.ci/run's resolution stages leave them out)."""
     terminalreporter.write_line(f"tests that started a process: {len(PROCESS_STARTING_TESTS)}")
     if os.environ.get("ROOMS_LIST_PROCESS_TESTS"):
         for nodeid in sorted(PROCESS_STARTING_TESTS):
             terminalreporter.write_line(f"  {nodeid}")
+    if listing := os.environ.get("ROOMS_PROCESS_TESTS_FILE"):
+        Path(listing).write_text("".join(f"{nodeid}\n" for nodeid in sorted(PROCESS_STARTING_TESTS)))
+
+
+def wait_for(predicate: Callable[[], T | None], timeout_s: float, what: str, every_s: float = 0.1) -> T:
+    """The first truthy value of `predicate()`, polled until `timeout_s`; fail saying `what` did not happen."""
+    deadline = time.monotonic() + timeout_s
+    last: T | None = None
+    while True:
+        last = predicate()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s} s (last: {last!r})")
+        time.sleep(every_s)
 
 
 class Served(Protocol):
@@ -336,8 +359,14 @@ def docker_available() -> None:
 
 
 @pytest.fixture(scope="session")
-def base_image(docker_available: None) -> str:
-    """OpenEnv's base image: pulled if a registry answers, else built offline by the README's recipe."""
+def base_image(docker_available: None, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """OpenEnv's base image: pulled if a registry answers, else built offline by the README's recipe (once in
+    a run: the pytest-xdist workers of the Docker groups take turns)."""
+    with FileLock(tmp_path_factory.getbasetemp().parent / "base-image.lock"):
+        return make_base_image()
+
+
+def make_base_image() -> str:
     if docker("image", "inspect", BASE_IMAGE, check=False).returncode == 0:
         return BASE_IMAGE
     if docker("pull", BASE_IMAGE, check=False, timeout=300).returncode == 0:

@@ -17,17 +17,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 from websockets.sync.client import ClientConnection, connect
 
 from rooms.kit.testing import OnLoopback
-
-T = TypeVar("T")
+from tests.conftest import wait_for
 
 # Settings a developer's shell may hold that would change what a test's server does.
 SETTINGS_PREFIXES = ("ROOMS_",)
@@ -54,19 +53,6 @@ def server_script() -> str:
     if found is None:
         raise FileNotFoundError("the `server` console script is not installed: run `uv sync`")
     return found
-
-
-def wait_for(predicate: Callable[[], T | None], timeout_s: float, what: str, every_s: float = 0.1) -> T:
-    """The first truthy value of `predicate()`, polled until `timeout_s`; fail saying `what` did not happen."""
-    deadline = time.monotonic() + timeout_s
-    last: T | None = None
-    while True:
-        last = predicate()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s} s (last: {last!r})")
-        time.sleep(every_s)
 
 
 @dataclass

@@ -38,7 +38,7 @@ from rooms.kit.application import create_app
 from rooms.kit.client import AccessDenied
 from rooms.kit.settings import Settings, SettingsError
 from rooms.server.rooms_environment import RoomsEnvironment
-from tests.conftest import ROOT, LiveServer, ServerFactory, console_script, docker, free_port
+from tests.conftest import ROOT, LiveServer, ServerFactory, console_script, docker, free_port, wait_for
 from tests.readme_blocks import Block, assert_prints_what_it_promises, block_id, readme_blocks
 
 TOKEN = "s3cret-Token_for.tests~1"
@@ -379,6 +379,8 @@ async def test_async_client_with_the_token_and_its_new_session(token_server: Liv
         other = await env.new_session()
         assert (await other.step(RoomsAction(message="Hello"))).reward == pytest.approx(0.5)
         assert (await other.state()).step_count == 1
+    # A closed socket's slot is freed once the server has closed its environment, a moment after the client is told.
+    wait_for(lambda: capacity(token_server)["active_sessions"] == 0, 30, "both sessions' slots freed")
     fresh = RoomsEnv(base_url=token_server.url, headers=BEARER)
     try:
         assert (await fresh.reset()).done is False  # connects on first use

@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import socket
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
@@ -17,7 +16,7 @@ from websockets.sync.client import connect
 
 from rooms.kit.settings import DEFAULT_MAX_CONCURRENT_ENVS
 from rooms.kit.testing import LiveServer
-from tests.conftest import Served, SharedServers
+from tests.conftest import Served, SharedServers, wait_for
 
 RESET = json.dumps({"type": "reset", "data": {}})
 
@@ -27,16 +26,6 @@ def capacity(server: Served) -> dict[str, Any]:
     response.raise_for_status()
     payload: dict[str, Any] = response.json()
     return payload
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
-    """Poll `predicate` until it holds or `timeout` s pass; whether it held."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def test_capacity_counts_open_sessions_and_frees_them_on_close(shared_server: SharedServers) -> None:
@@ -55,7 +44,7 @@ def test_capacity_counts_open_sessions_and_frees_them_on_close(shared_server: Sh
         assert (busy["active_sessions"], busy["free_slots"]) == (2, 1)
         requests.post(f"{server.url}/reset", json={}, timeout=10).raise_for_status()
         assert capacity(server)["active_sessions"] == 2, "a stateless HTTP call holds no session"
-    assert wait_for(lambda: capacity(server)["active_sessions"] == 0, 30)
+    wait_for(lambda: capacity(server)["active_sessions"] == 0, 30, "every session released")
     assert capacity(server)["free_slots"] == 3
 
 
@@ -131,9 +120,9 @@ def test_half_open_peer_is_closed_by_pings_and_frees_its_slot(shared_server: Sha
     )
     peer = blackholed_session(server.ws_url)
     try:
-        assert wait_for(lambda: capacity(server)["active_sessions"] == 1, 10), "the session never started"
+        wait_for(lambda: capacity(server)["active_sessions"] == 1, 10, "the session started")
         # interval + timeout is 2 s; the generous bound only keeps a loaded machine from failing the test
-        assert wait_for(lambda: capacity(server)["active_sessions"] == 0, 60), "the vanished peer kept its slot"
+        wait_for(lambda: capacity(server)["active_sessions"] == 0, 60, "the vanished peer's slot freed")
         with connect(server.ws_url) as ws:
             ws.send(RESET)
             assert json.loads(ws.recv(timeout=10))["type"] == "observation"

@@ -16,6 +16,7 @@ from websockets.sync.client import connect
 from rooms.kit.client import LocalDocker
 from tests.conftest import (
     BASE_IMAGE,
+    DOCKER_ENGINE,
     ROOT,
     BuiltImage,
     Container,
@@ -35,7 +36,7 @@ def test_the_docker_tests_share_one_worker(request: pytest.FixtureRequest) -> No
     worker: one image build, one swarm (pytest 9.2 ignores the id it sets: pytest-xdist#1386)."""
     if not getattr(request.config.option, "loadgroup", False):
         pytest.skip("runs under pytest-xdist's --dist loadgroup (the suite's default)")
-    assert request.node.nodeid.endswith("@docker-engine"), f"pytest-xdist did not group {request.node.nodeid}"
+    assert request.node.nodeid.endswith(f"@{DOCKER_ENGINE}"), f"pytest-xdist did not group {request.node.nodeid}"
 
 
 def containers_of(image: str) -> set[str]:

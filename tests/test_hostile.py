@@ -27,6 +27,7 @@ from mcp.client.streamable_http import streamable_http_client
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
+from tests.conftest import wait_for
 from tests.hostile_clients import (
     HealthPoller,
     Server,
@@ -40,7 +41,6 @@ from tests.hostile_clients import (
     receive,
     start_server,
     step_frame,
-    wait_for,
     ws_open,
 )
 

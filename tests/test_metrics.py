@@ -13,7 +13,6 @@ import json
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, suppress
 from pathlib import Path
@@ -27,7 +26,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from rooms.kit.package import package_version
 from rooms.kit.testing import LiveServer, ServerFactory, free_port, server_command
-from tests.conftest import ROOT, require
+from tests.conftest import ROOT, require, wait_for
 from tests.readme_blocks import readme_blocks
 
 WORKERS = 2
@@ -63,13 +62,6 @@ def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
     return value(after, name, **labels) - value(before, name, **labels)
 
 
-def wait_for(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + WITHIN_S
-    while not condition():
-        assert time.monotonic() < deadline, f"still not {what} after {WITHIN_S} s"
-        time.sleep(0.2)
-
-
 # --- the server and the workload ------------------------------------------------------------------
 
 
@@ -84,7 +76,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         "ROOMS_MAX_JSON_DEPTH": "16",
     }
     started = factory([*server_command(port), "--workers", str(WORKERS)], env=env, port=port)
-    wait_for(lambda: started.log().count("Application startup complete.") >= WORKERS, "started")
+    wait_for(lambda: started.log().count("Application startup complete.") >= WORKERS, WITHIN_S, "started")
     yield started
     factory.stop_all()
 
@@ -211,10 +203,12 @@ def test_a_known_workload_moves_every_family_by_exactly_its_amount(server: LiveS
     # expired: a standard MCP session left idle past SESSION_TIMEOUT_S, then used.
     idle = StandardSession(url)
     idle.open()
-    wait_for(lambda: moved(before, scrape(url), "rooms_sessions_reaped_total", door="mcp-standard") == 1, "reaped")
+    wait_for(
+        lambda: moved(before, scrape(url), "rooms_sessions_reaped_total", door="mcp-standard") == 1, WITHIN_S, "reaped"
+    )
     assert idle.call({"message": "late"}).status_code == 404
 
-    wait_for(lambda: sessions_open(scrape(url)) == 0, "every session closed")
+    wait_for(lambda: sessions_open(scrape(url)) == 0, WITHIN_S, "every session closed")
     after = scrape(url)
 
     def check(name: str, expected: float, **labels: str) -> None:
@@ -311,7 +305,7 @@ scrape_configs:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: answers(f"{url}/-/ready"), "ready")
+        wait_for(lambda: answers(f"{url}/-/ready"), WITHIN_S, "ready")
         yield url
     finally:
         process.terminate()
@@ -340,10 +334,10 @@ def test_prometheus_scrapes_the_server_with_the_token_and_counts_its_steps(serve
         frame(session, {"type": "reset", "data": {}}, [])
         for _ in range(steps):
             frame(session, {"type": "step", "data": {"message": "Hi"}}, [])
-    wait_for(lambda: query(prometheus, "up").keys() >= {"rooms", "no-token"}, "scraped by both jobs")
+    wait_for(lambda: query(prometheus, "up").keys() >= {"rooms", "no-token"}, WITHIN_S, "scraped by both jobs")
     assert query(prometheus, "up") == {"rooms": 1.0, "no-token": 0.0}
     expression = 'sum by (job) (rooms_steps_total{job="rooms"})'
-    wait_for(lambda: query(prometheus, expression).get("rooms") == before + steps, "counting the steps")
+    wait_for(lambda: query(prometheus, expression).get("rooms") == before + steps, WITHIN_S, "counting the steps")
     targets = httpx.get(f"{prometheus}/api/v1/targets", timeout=30).json()["data"]["activeTargets"]
     [refused] = [target for target in targets if target["labels"]["job"] == "no-token"]
     assert "401" in refused["lastError"], refused
@@ -351,7 +345,7 @@ def test_prometheus_scrapes_the_server_with_the_token_and_counts_its_steps(serve
 
 def test_the_documented_queries_are_answered(server: LiveServer, prometheus: str) -> None:
     [block] = readme_blocks("promql")
-    wait_for(lambda: query(prometheus, 'up{job="rooms"}').get("rooms") == 1.0, "scraped")
+    wait_for(lambda: query(prometheus, 'up{job="rooms"}').get("rooms") == 1.0, WITHIN_S, "scraped")
     for expression in block.code.splitlines():
         answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": expression}, timeout=30).json()
         assert answer["status"] == "success", (expression, answer)
