@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from websockets.sync.client import ClientConnection, connect
 
 from rooms.kit.testing import OnLoopback
@@ -70,33 +71,17 @@ class Server(OnLoopback):
     def log_size(self) -> int:
         return self.log_path.stat().st_size
 
-    def pids(self) -> list[int]:
-        """The server process and all its descendants (uvicorn's workers)."""
-        children: dict[int, list[int]] = {}
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(entry.name))
-        found, todo = [], [self.process.pid]
-        while todo:
-            pid = todo.pop()
-            found.append(pid)
-            todo.extend(children.get(pid, []))
-        return found
-
     def rss_bytes(self) -> int:
         """Resident memory of the server and its workers, in bytes."""
         total = 0
-        for pid in self.pids():
-            with contextlib.suppress(OSError):
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
+        try:
+            server = psutil.Process(self.process.pid)
+            processes = [server, *server.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += int(process.memory_info().rss)
         return total
 
     def healthy(self) -> bool:

@@ -31,6 +31,7 @@ from typing import Any
 
 import anyio
 import httpx
+import psutil
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -149,16 +150,17 @@ def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def children(pid: int) -> set[int]:
-    """The processes whose parent is `pid` (from /proc: Linux)."""
-    found: set[int] = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue  # gone meanwhile
-        if fields and fields[1] == str(pid) and fields[0] != "Z":
-            found.add(int(stat.parent.name))
-    return found
+    """The live processes whose parent is `pid`."""
+    try:
+        processes = psutil.Process(pid).children()
+    except psutil.NoSuchProcess:
+        return set()
+    alive = set()
+    for process in processes:
+        with suppress(psutil.NoSuchProcess):  # gone meanwhile
+            if process.status() != psutil.STATUS_ZOMBIE:
+                alive.add(process.pid)
+    return alive
 
 
 def capacity(server: Server) -> dict[str, Any]:
