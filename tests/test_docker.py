@@ -40,11 +40,15 @@ def test_the_docker_tests_share_one_worker(request: pytest.FixtureRequest) -> No
 
 
 def containers_of(image: str) -> set[str]:
-    """The containers of `image`, but a swarm service's tasks (the swarm tests may run the same image alongside)."""
+    """The containers created from `image` by that name, but a swarm service's tasks (the swarm tests may run the
+    same image alongside). Docker's `ancestor` filter alone would also list the containers of every image built on
+    it, or built from the same cached layers (the other Docker group's `openenv build` and push bundle images)."""
     listed = docker(
-        "ps", "-a", "--filter", f"ancestor={image}", "--format", '{{.ID}} {{.Label "com.docker.swarm.service.id"}}'
-    )
-    return {row.split()[0] for row in listed.stdout.splitlines() if len(row.split()) == 1}
+        "ps", "-a", "--filter", f"ancestor={image}",
+        "--format", '{{.ID}} {{.Image}} {{.Label "com.docker.swarm.service.id"}}',
+    )  # fmt: skip
+    rows = [row.split() for row in listed.stdout.splitlines()]
+    return {row[0] for row in rows if len(row) == 2 and row[1] == image}
 
 
 def docker_block(text: str) -> Block:
