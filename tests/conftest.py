@@ -112,11 +112,16 @@ running_test: list[pytest.Item] = []
 
 
 def note_started_process(event: str, args: tuple[object, ...]) -> None:
-    if event in PROCESS_EVENTS and running_test:
-        running_test[-1].stash[STARTED_A_PROCESS] = True
+    if event in PROCESS_EVENTS:
+        if running_test:
+            running_test[-1].stash[STARTED_A_PROCESS] = True
+        PROCESS_FIXTURES.update(fixtures_being_set_up)
 
 
 STARTED_A_PROCESS = pytest.StashKey[bool]()
+# The fixtures (of this pytest-xdist worker) whose setup started a process: every test using one relies on it.
+PROCESS_FIXTURES: set[str] = set()
+fixtures_being_set_up: list[str] = []
 sys.addaudithook(note_started_process)
 
 
@@ -130,30 +135,48 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 
 @pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Iterator[Any]:
+    fixtures_being_set_up.append(fixturedef.argname)
+    try:
+        return (yield)
+    finally:
+        fixtures_being_set_up.pop()
+
+
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     try:
         return (yield)
     finally:
+        uses = not PROCESS_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
         item.user_properties.append(("started_a_process", item.stash.get(STARTED_A_PROCESS, False)))
+        item.user_properties.append(("uses_a_started_process", uses))
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.when == "teardown" and dict(report.user_properties).get("started_a_process"):
-        PROCESS_STARTING_TESTS.add(report.nodeid)
+    if report.when == "teardown":
+        properties = dict(report.user_properties)
+        if properties.get("started_a_process"):
+            PROCESS_STARTING_TESTS.add(report.nodeid)
+        if properties.get("started_a_process") or properties.get("uses_a_started_process"):
+            PROCESS_USING_TESTS.add(report.nodeid)
 
 
 PROCESS_STARTING_TESTS: set[str] = set()
+PROCESS_USING_TESTS: set[str] = set()  # and those using a process a fixture started
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """The count of tests that started a process; their ids too with `ROOMS_LIST_PROCESS_TESTS=1`, and written a
-    line each to the file `ROOMS_PROCESS_TESTS_FILE` names (.ci/run's resolution stages leave them out)."""
+    """The count of tests that started a process (their ids too with `ROOMS_LIST_PROCESS_TESTS=1`), and of those
+    that started one or used one a fixture started: written a line each to the file `ROOMS_PROCESS_TESTS_FILE`
+    names (.ci/run's resolution stages leave them out)."""
     terminalreporter.write_line(f"tests that started a process: {len(PROCESS_STARTING_TESTS)}")
     if os.environ.get("ROOMS_LIST_PROCESS_TESTS"):
         for nodeid in sorted(PROCESS_STARTING_TESTS):
             terminalreporter.write_line(f"  {nodeid}")
+    terminalreporter.write_line(f"tests that started a process or used a fixture's: {len(PROCESS_USING_TESTS)}")
     if listing := os.environ.get("ROOMS_PROCESS_TESTS_FILE"):
-        Path(listing).write_text("".join(f"{nodeid}\n" for nodeid in sorted(PROCESS_STARTING_TESTS)))
+        Path(listing).write_text("".join(f"{nodeid}\n" for nodeid in sorted(PROCESS_USING_TESTS)))
 
 
 def wait_for(predicate: Callable[[], T | None], timeout_s: float, what: str, every_s: float = 0.1) -> T:
