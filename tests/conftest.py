@@ -179,8 +179,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         Path(listing).write_text("".join(f"{nodeid}\n" for nodeid in sorted(PROCESS_USING_TESTS)))
 
 
-def wait_for(predicate: Callable[[], T | None], timeout_s: float, what: str, every_s: float = 0.1) -> T:
-    """The first truthy value of `predicate()`, polled until `timeout_s`; fail saying `what` did not happen."""
+def wait_for(
+    predicate: Callable[[], T | None], timeout_s: float, what: str | Callable[[], str], every_s: float = 0.1
+) -> T:
+    """The first truthy value of `predicate()`, polled until `timeout_s`; fail saying `what` did not happen
+    (`what()` if it is a function: a server's log, say, read when it failed)."""
     deadline = time.monotonic() + timeout_s
     last: T | None = None
     while True:
@@ -188,7 +191,7 @@ def wait_for(predicate: Callable[[], T | None], timeout_s: float, what: str, eve
         if last:
             return last
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s} s (last: {last!r})")
+            raise AssertionError(f"{what() if callable(what) else what}: not within {timeout_s} s (last: {last!r})")
         time.sleep(every_s)
 
 
@@ -282,10 +285,8 @@ def two_worker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live
     port = free_port()
     command = [console_script("server"), "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
     server = factory(command=command, port=port)
-    deadline = time.monotonic() + 120
-    while server.log().count("Application startup complete.") < 2:
-        assert time.monotonic() < deadline, f"the two workers did not start:\n{server.log()}"
-        time.sleep(0.1)
+    started = "Application startup complete."
+    wait_for(lambda: server.log().count(started) >= 2, 120, lambda: f"both workers started:\n{server.log()}")
     yield server
     factory.stop_all()
 

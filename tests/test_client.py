@@ -38,6 +38,7 @@ from tests.conftest import (
     SharedServers,
     free_port,
     require,
+    wait_for,
     wait_until_healthy,
     websockets_server,
 )
@@ -654,9 +655,7 @@ def test_a_session_the_server_ended_for_idleness_is_lost(form: str) -> None:
 
         def script(do: Do) -> list[Any]:
             first = [do("reset", episode_id="idle"), do("step", RoomsAction(message="before"))]
-            deadline = time.monotonic() + 60
-            while sessions_open(url) and time.monotonic() < deadline:
-                time.sleep(0.1)
+            wait_for(lambda: not sessions_open(url), 60, "the server ended the idle session")
             # Time for the client's reader to take in the error frame and the close: a frame sent to a socket the
             # server has closed draws a reset, and a reset discards what the client's kernel had not handed over
             # yet (then the client can only say the connection dropped).

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -24,6 +23,7 @@ from tests.conftest import (
     docker,
     free_port,
     running_container,
+    wait_for,
     wait_until_healthy,
 )
 from tests.readme_blocks import Block, assert_prints_what_it_promises, readme_blocks, run_python
@@ -94,14 +94,11 @@ def test_container_answers_and_reports_healthy(container: Container) -> None:
     name, url = container.name, container.url
     assert requests.get(f"{url}/health").json() == {"status": "healthy"}
     assert requests.post(f"{url}/step", json={"action": {"message": "Hi"}}).json()["reward"] == 0.2
-    deadline = time.monotonic() + 90
-    status = ""
-    while time.monotonic() < deadline:
-        status = docker("inspect", "--format", "{{.State.Health.Status}}", name).stdout.strip()
-        if status == "healthy":
-            break
-        time.sleep(1)
-    assert status == "healthy"
+
+    def health() -> str:
+        return str(docker("inspect", "--format", "{{.State.Health.Status}}", name).stdout).strip()
+
+    wait_for(lambda: health() == "healthy", 90, f"{name} reported healthy (its HEALTHCHECK)", every_s=1)
 
 
 @pytest.mark.parametrize("text", ["roomsenv = RoomsEnv.from_docker_image", "asyncio.run(main())"])

@@ -13,7 +13,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections import Counter
 
 import pytest
@@ -26,6 +25,7 @@ from tests.conftest import (
     assert_web_interface_shows_the_description,
     console_script,
     free_port,
+    wait_for,
 )
 
 IMPORT_LOG = {"PYTHONVERBOSE": "1"}
@@ -43,10 +43,11 @@ def gradio_modules(imports: Counter[str]) -> list[str]:
 
 
 def wait_for_in_log(server: LiveServer, text: str, times: int, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while server.log().count(text) < times:
-        assert time.monotonic() < deadline, f"{text!r} not {times} times in the log within {timeout} s:\n{server.log()}"
-        time.sleep(0.1)
+    wait_for(
+        lambda: server.log().count(text) >= times,
+        timeout,
+        lambda: f"{text!r} {times} times in the log:\n{server.log()}",
+    )
 
 
 def server_command(port: int, workers: int) -> list[str]:

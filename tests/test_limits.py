@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from websockets.sync.client import ClientConnection, connect
 from rooms import RoomsAction, RoomsEnv
 from rooms.kit.limits import ClientLimits, JsonBounds
 from rooms.kit.settings import Settings
-from tests.conftest import ROOT, InProcessServer, ServerFactory, SharedServers, console_script
+from tests.conftest import ROOT, InProcessServer, ServerFactory, SharedServers, console_script, wait_for
 
 MAX_PAYLOAD_BYTES = Settings().max_payload_bytes
 
@@ -158,31 +157,34 @@ def test_killed_client_frees_its_slot_promptly(shared_server: SharedServers) -> 
         blocked.reset()
     holder.send_signal(signal.SIGKILL)  # no close frame
     holder.wait()
-    deadline = time.monotonic() + 30  # promptly: the kernel closes the killed client's socket (a busy machine aside)
-    while True:
+
+    def a_session_starts() -> bool:
         try:
             with RoomsEnv(base_url=server.url) as env:
-                assert env.reset().observation.echoed_message == "Rooms environment ready!"
-            break
+                return bool(env.reset().observation.echoed_message == "Rooms environment ready!")
         except RuntimeError:
-            assert time.monotonic() < deadline, "the killed client's slot was not freed"
-            time.sleep(0.1)
+            return False
+
+    # Promptly: the kernel closes the killed client's socket (a busy machine aside).
+    wait_for(a_session_starts, 30, "the killed client's slot freed")
 
 
 def test_idle_sessions_are_reaped_after_session_timeout(shared_server: SharedServers) -> None:
     server = shared_server(env={"MAX_CONCURRENT_ENVS": "1", "SESSION_TIMEOUT_S": "1"})
     idle = RoomsEnv(base_url=server.url)
     idle.reset()
-    deadline = time.monotonic() + 60  # the reaper looks every max(timeout / 4, 5) s; a busy machine may be slower
-    while True:
+
+    def a_session_starts() -> bool:
         try:
             with RoomsEnv(base_url=server.url) as env:
                 env.reset()
-            break
+            return True
         except RuntimeError as exc:
             assert "CAPACITY_REACHED" in str(exc)
-            assert time.monotonic() < deadline, "the idle session was not reaped"
-            time.sleep(0.5)
+            return False
+
+    # The reaper looks every max(timeout / 4, 5) s; a busy machine may be slower.
+    wait_for(a_session_starts, 60, "the idle session reaped", every_s=0.5)
     idle.close()
 
 

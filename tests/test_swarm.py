@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,7 +32,7 @@ from openenv.core.containers.runtime import DockerSwarmProvider
 from rooms import RoomsAction, RoomsEnv
 from rooms.kit.client import AccessDenied
 from rooms_bench.failover import healthy, swarm_replicas
-from tests.conftest import DOCKER, ROOT, SYSTEM_DOCKER, BuiltImage, console_script, docker, require
+from tests.conftest import DOCKER, ROOT, SYSTEM_DOCKER, BuiltImage, console_script, docker, require, wait_for
 from tests.readme_blocks import Block, assert_prints_what_it_promises, readme_blocks, run_python
 
 pytestmark = pytest.mark.swarm
@@ -46,14 +46,6 @@ SERVICE = f"{STACK}_rooms"
 PROMETHEUS = f"{STACK}_prometheus"
 TOKEN = secrets.token_urlsafe(32)  # the stack's access token, given to it as a Docker secret
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def wait_for(what: str, condition: Callable[[], bool], timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -115,14 +107,14 @@ def swarm(docker_available: None) -> Iterator[None]:
     if init.returncode != 0:
         # The engine was still settling a swarm of its own: use it once it is active, and leave it as found.
         assert "already part of a swarm" in init.stderr, init.stderr
-        wait_for("the engine's swarm", lambda: swarm_state() == "active", 120)
+        wait_for(lambda: swarm_state() == "active", 120, "the engine's swarm", every_s=0.5)
         yield
         return
     try:
         yield
     finally:
         docker("swarm", "leave", "--force", check=False)
-        wait_for("the swarm's departure", lambda: swarm_state() == "inactive", 60)
+        wait_for(lambda: swarm_state() == "inactive", 60, "the swarm's departure", every_s=0.5)
         if not had_gateway_bridge:  # the bridge Docker adds for a swarm's containers
             docker("network", "rm", "docker_gwbridge", check=False)
 
@@ -167,24 +159,27 @@ def stack(
             ["bash", "-euc", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
         )
         assert result.returncode == 0, result.stdout + result.stderr
-        wait_for(f"{REPLICAS} healthy replicas", lambda: len(replica_urls()) == REPLICAS)
+        wait_for(lambda: len(replica_urls()) == REPLICAS, 180, f"{REPLICAS} healthy replicas", every_s=0.5)
         yield Stack(SERVICE, replica_urls(), token_file)
     finally:
         docker("stack", "rm", STACK, check=False)
         wait_for(
-            "the stack's removal",
             lambda: not docker("ps", "-aq", "--filter", f"label=com.docker.stack.namespace={STACK}").stdout.strip(),
             60,
+            "the stack's removal",
+            every_s=0.5,
         )
         wait_for(
-            "the stack's network",
             lambda: docker("network", "inspect", f"{STACK}_rooms", check=False).returncode != 0,
             60,
+            "the stack's network",
+            every_s=0.5,
         )
         wait_for(
-            "the stack's secret",
             lambda: docker("secret", "inspect", f"{STACK}_rooms_api_token", check=False).returncode != 0,
             60,
+            "the stack's secret",
+            every_s=0.5,
         )
 
 
@@ -262,16 +257,17 @@ def prometheus_api(path: str, **params: str) -> Any:
 
 def test_prometheus_scrapes_every_replica(stack: Stack) -> None:
     """The stack's Prometheus finds each replica by DNS (tasks.rooms) and scrapes its /metrics with the token."""
-    wait_for(f"{REPLICAS} healthy replicas", lambda: len(replica_urls()) == REPLICAS, 120)
+    wait_for(lambda: len(replica_urls()) == REPLICAS, 120, f"{REPLICAS} healthy replicas", every_s=0.5)
 
     def targets() -> dict[str, str]:
         data = prometheus_api("targets", state="active")
         return {t["labels"]["instance"]: t["health"] for t in (data or {}).get("activeTargets", [])}
 
     wait_for(
-        "Prometheus scraping every replica",
         lambda: targets() == dict.fromkeys(replica_addresses(), "up") and len(replica_addresses()) == REPLICAS,
         120,
+        "Prometheus scraping every replica",
+        every_s=0.5,
     )
     up = prometheus_api("query", query='up{job="rooms"}')
     assert sorted((r["metric"]["instance"], r["value"][1]) for r in up["result"]) == sorted(
@@ -279,12 +275,13 @@ def test_prometheus_scrapes_every_replica(stack: Stack) -> None:
     )
     # What it scraped is the replicas' own figures: the sum of their session limits.
     wait_for(
-        "the replicas' session limits in Prometheus",
         lambda: (
             [r["value"][1] for r in prometheus_api("query", query="sum(rooms_sessions_limit)")["result"]]
             == [str(REPLICAS * STACK_SESSIONS_PER_REPLICA)]
         ),
         60,
+        "the replicas' session limits in Prometheus",
+        every_s=0.5,
     )
 
 
@@ -425,7 +422,7 @@ def test_killing_a_replica_under_load_loses_only_its_sessions(stack: Stack, tmp_
     assert (report["sessions_recovered"], report["sessions_unrecovered"]) == (ROLLOUTS // 2, 0), report
     assert report["replica_back_s"] is not None, report
     assert status == 0, output
-    wait_for(f"{REPLICAS} healthy replicas again", lambda: len(replica_urls()) == REPLICAS, 60)
+    wait_for(lambda: len(replica_urls()) == REPLICAS, 60, f"{REPLICAS} healthy replicas again", every_s=0.5)
     assert report["killed_url"] not in replica_urls()
 
 
@@ -460,7 +457,6 @@ def provider_service(swarm: None, built_image: BuiltImage) -> Iterator[ProviderS
         [name] = service_names() - before
         # A task is Running only once its container is healthy; then the mesh has had its chance.
         wait_for(
-            "the provider's replicas",
             lambda: (
                 len(docker("service", "ps", "-q", "--filter", "desired-state=running", name).stdout.split()) == REPLICAS
                 and all(
@@ -470,6 +466,9 @@ def provider_service(swarm: None, built_image: BuiltImage) -> Iterator[ProviderS
                     ).stdout.splitlines()
                 )
             ),
+            180,
+            "the provider's replicas",
+            every_s=0.5,
         )
         deadline = time.monotonic() + 15
         mesh = answers(url)
