@@ -270,10 +270,11 @@ def test_metrics_want_the_token_and_health_does_not(server: LiveServer) -> None:
 # --- a real Prometheus ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def prometheus(server: LiveServer, tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def prometheus(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Prometheus on loopback scraping the server every second: job `rooms` with the token, `no-token` without."""
     require(PROMETHEUS.exists() and shutil.which("prometheus") is not None, PROMETHEUS_HINT)
+    tmp_path = tmp_path_factory.mktemp("prometheus")
     (tmp_path / "token").write_text(TOKEN)
     target = f"127.0.0.1:{server.port}"
     config = f"""
