@@ -1,13 +1,11 @@
 """OpenEnv's own client for Rooms, written as `openenv init` writes one: the reference behaviour.
 
-Also a `ContainerProvider` that starts a local Rooms server instead of a container, so that
+Also a `ContainerProvider` that serves Rooms in this process instead of a container, so that
 provider lifecycles can be compared without Docker.
 """
 
 from __future__ import annotations
 
-import signal
-from pathlib import Path
 from typing import Any
 
 from openenv.core.client_types import StepResult
@@ -16,7 +14,7 @@ from openenv.core.env_client import EnvClient
 from openenv.core.env_server.types import State
 
 from rooms import RoomsAction, RoomsObservation
-from tests.conftest import LiveServer, start_server, wait_until_healthy
+from tests.conftest import InProcessServer, in_process_server, settings_with, wait_until_healthy
 
 
 class ReferenceEnv(EnvClient[RoomsAction, RoomsObservation, State]):
@@ -38,31 +36,29 @@ class ReferenceEnv(EnvClient[RoomsAction, RoomsObservation, State]):
 
 
 class LocalServerProvider(ContainerProvider):
-    """Runs a Rooms server process where a container provider would run a container."""
+    """Serves Rooms in this process where a container provider would run a container (what a provider does
+    with the server is what is compared, not the process)."""
 
-    def __init__(self, log_dir: Path, env: dict[str, str] | None = None) -> None:
-        self.log_dir = log_dir
+    def __init__(self, env: dict[str, str] | None = None) -> None:
         self.env = env or {}
-        self.started: list[LiveServer] = []
+        self.started: list[InProcessServer] = []
         self.stops = 0
 
     def start_container(
         self, image: str, port: int | None = None, env_vars: dict[str, str] | None = None, **kwargs: Any
     ) -> str:
-        server = start_server(self.log_dir, env={**self.env, **(env_vars or {})}, port=port, wait=False)
+        server = in_process_server(settings_with({**self.env, **(env_vars or {})}))
         self.started.append(server)
         return server.url
 
     def stop_container(self) -> None:
         self.stops += 1
         for server in self.started:
-            if not server.stopped:
-                server.stop(signal.SIGTERM)
+            server.stop()
 
     def wait_for_ready(self, base_url: str, timeout_s: float = 30.0) -> None:
-        [server] = [server for server in self.started if server.url == base_url]
-        wait_until_healthy(base_url, server.process, timeout=max(timeout_s, 90.0))
+        wait_until_healthy(base_url, timeout=max(timeout_s, 90.0))
 
     @property
     def running(self) -> int:
-        return sum(server.process.poll() is None for server in self.started)
+        return sum(server.thread.is_alive() for server in self.started)

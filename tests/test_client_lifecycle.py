@@ -12,7 +12,6 @@ import json
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -195,11 +194,10 @@ HANDLE_RESULTS = {
 
 
 @pytest.mark.parametrize("script", HANDLE_SCRIPTS)
-def test_handles_start_one_server_and_close_stops_it(tmp_path: Path, script: str) -> None:
+def test_handles_start_one_server_and_close_stops_it(script: str) -> None:
     reports: dict[str, dict[str, Any]] = {}
     for name, client in CLIENTS.items():
-        provider = LocalServerProvider(tmp_path / name)
-        (tmp_path / name).mkdir()
+        provider = LocalServerProvider()
         results = HANDLE_SCRIPTS[script](client, provider)
         reports[name] = {"results": results, "started": len(provider.started), "running_after_close": provider.running}
     assert reports["rooms"] == reports["openenv"]
@@ -208,9 +206,9 @@ def test_handles_start_one_server_and_close_stops_it(tmp_path: Path, script: str
     assert reports["rooms"]["running_after_close"] == 0
 
 
-def test_a_handle_used_directly_in_sync_code_starts_once_and_stops_on_close(tmp_path: Path) -> None:
+def test_a_handle_used_directly_in_sync_code_starts_once_and_stops_on_close() -> None:
     """The Quick Start's form, which OpenEnv's handle does not offer."""
-    provider = LocalServerProvider(tmp_path)
+    provider = LocalServerProvider()
     env = RoomsEnv.from_docker_image(IMAGE, provider=provider)
     assert provider.started == []  # nothing starts before the first call
     assert env.reset().observation.echoed_message == "Rooms environment ready!"
@@ -220,9 +218,10 @@ def test_a_handle_used_directly_in_sync_code_starts_once_and_stops_on_close(tmp_
     assert (len(provider.started), provider.running) == (1, 0)
 
 
-def test_a_handle_that_fails_to_connect_stops_its_server(tmp_path: Path) -> None:
-    provider = LocalServerProvider(tmp_path, env={"MAX_CONCURRENT_ENVS": "not a number"})
+def test_a_handle_that_fails_to_connect_stops_its_server() -> None:
+    """The server starts and answers /health, but refuses the client (it wants a token the handle was not given)."""
+    provider = LocalServerProvider(env={"ROOMS_API_TOKEN": "a-token-the-client-does-not-send"})
     for client in CLIENTS.values():
-        with pytest.raises(Exception):  # noqa: B017 - the server never starts; both raise their own error
+        with pytest.raises(Exception):  # noqa: B017 - both raise their own error
             client.from_docker_image(IMAGE, provider=provider).sync()
-    assert provider.running == 0
+    assert (len(provider.started), provider.running) == (2, 0)
