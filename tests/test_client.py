@@ -33,6 +33,7 @@ from rooms.models import MAX_MESSAGE_LENGTH
 from rooms.server.rooms_environment import RoomsEnvironment
 from tests.conftest import (
     ROOT,
+    InProcessServer,
     LiveServer,
     ServerFactory,
     SharedServers,
@@ -355,17 +356,14 @@ def uvicorn_command(port: int, *options: str) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="module")
-def pinging_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+@pytest.fixture
+def pinging_server(shared_server: SharedServers) -> InProcessServer:
     """A server that pings every 0.2 s and drops a socket that leaves a ping unanswered for 1 s."""
-    factory = ServerFactory(tmp_path_factory.mktemp("pinging-server"), cwd=ROOT)
-    port = free_port()
-    yield factory(command=uvicorn_command(port, "--ws-ping-interval", "0.2", "--ws-ping-timeout", "1"), port=port)
-    factory.stop_all()
+    return shared_server(env={"ROOMS_WS_PING_INTERVAL_S": "0.2", "ROOMS_WS_PING_TIMEOUT_S": "1"})
 
 
 @pytest.mark.parametrize("form", FORMS)
-def test_idle_longer_than_the_server_ping_timeout_keeps_the_episode(pinging_server: LiveServer, form: str) -> None:
+def test_idle_longer_than_the_server_ping_timeout_keeps_the_episode(pinging_server: InProcessServer, form: str) -> None:
     """The server pings every 0.2 s and drops a socket that leaves a ping unanswered for 1 s."""
 
     def script(do: Do) -> list[Any]:
