@@ -11,6 +11,11 @@ from typing import Any
 import pytest
 
 from rooms.kit.testing import base_url, console_script, live_server, server_factory  # noqa: F401  (fixtures)
+from tests.conftest import (  # noqa: F401  (the suite's count of the tests that start a process covers these too)
+    pytest_fixture_setup,
+    pytest_runtest_protocol,
+    pytest_runtest_teardown,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
