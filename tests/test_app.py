@@ -163,13 +163,15 @@ def test_every_documented_way_to_start_the_server_serves_rooms(server_factory: S
         assert ws_exchange(ws, {"type": "step", "data": {"message": "Hi"}})["data"]["reward"] == 0.2
 
 
-def test_server_help_lists_the_options() -> None:
-    import subprocess
+def test_server_help_lists_the_options(capsys: pytest.CaptureFixture[str]) -> None:
+    from rooms.kit.command import main
 
-    result = subprocess.run([console_script("server"), "--help"], capture_output=True, text=True)
-    assert result.returncode == 0
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    shown = capsys.readouterr().out
     for option in ("--host", "--port", "--workers", "--reload"):
-        assert option in result.stdout
+        assert option in shown
 
 
 def test_web_interface_under_uvicorn_reload_shows_the_description(server_factory: ServerFactory) -> None:

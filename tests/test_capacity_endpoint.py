@@ -7,15 +7,15 @@ import base64
 import json
 import os
 import socket
-from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
+import pytest
 import requests
 from websockets.sync.client import connect
 
+from rooms.kit.command import main
 from rooms.kit.settings import DEFAULT_MAX_CONCURRENT_ENVS
-from rooms.kit.testing import LiveServer
 from tests.conftest import Served, SharedServers, wait_for
 
 RESET = json.dumps({"type": "reset", "data": {}})
@@ -60,13 +60,12 @@ def test_capacity_reports_no_free_slot_at_the_limit(shared_server: SharedServers
         assert capacity(server)["active_sessions"] == 1
 
 
-def test_default_limit_runs_asyncgrpo_128_rollouts_and_is_announced(server_factory: Callable[..., LiveServer]) -> None:
-    """TRL's AsyncGRPO keeps 128 rollouts in flight: the default limit takes them all, with room to spare."""
+def test_default_limit_runs_asyncgrpo_128_rollouts(shared_server: SharedServers) -> None:
+    """TRL's AsyncGRPO keeps 128 rollouts in flight: the default limit takes them all, with room to spare.
+    (The `server` command announces its limit: tests/test_light_server.py.)"""
     from websockets.asyncio.client import connect as async_connect
 
-    env = {k: v for k, v in os.environ.items() if k != "MAX_CONCURRENT_ENVS"}
-    server = server_factory(env=env)
-    assert f"accepts up to {DEFAULT_MAX_CONCURRENT_ENVS} concurrent WebSocket sessions" in server.log()
+    server = shared_server()  # every setting at its default
     assert capacity(server)["max_sessions"] == DEFAULT_MAX_CONCURRENT_ENVS >= 2 * 128
 
     async def rollouts(count: int) -> list[str]:
@@ -130,7 +129,9 @@ def test_half_open_peer_is_closed_by_pings_and_frees_its_slot(shared_server: Sha
         peer.close()
 
 
-def test_bad_ping_setting_stops_the_server_with_its_name(server_factory: Callable[..., LiveServer]) -> None:
-    server = server_factory(env={"ROOMS_WS_PING_TIMEOUT_S": "soon"}, wait=False)
-    assert server.process.wait(timeout=60) != 0
-    assert "ROOMS_WS_PING_TIMEOUT_S must be a positive number, got 'soon'" in server.log()
+def test_bad_ping_setting_stops_the_server_with_its_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """(How the process exits on such a line: tests/test_settings.py.)"""
+    monkeypatch.setenv("ROOMS_WS_PING_TIMEOUT_S", "soon")
+    with pytest.raises(SystemExit) as exited:
+        main([])
+    assert exited.value.code == "server: ROOMS_WS_PING_TIMEOUT_S must be a positive number, got 'soon'"

@@ -19,6 +19,8 @@ import pytest
 import requests
 
 from rooms import RoomsAction, RoomsEnv
+from rooms.kit.command import capacity_message
+from rooms.kit.settings import Settings
 from tests.conftest import (
     LiveServer,
     ServerFactory,
@@ -67,6 +69,7 @@ def test_server_command_without_web_interface_never_imports_gradio_and_serves_st
             assert client.step(RoomsAction(message=message)).observation.echoed_message == message
     assert requests.get(f"{server.url}/web/", timeout=10).status_code == 404
     assert requests.get(f"{server.url}/metadata", timeout=10).json()["name"] == "Rooms"
+    assert capacity_message(Settings.from_env().max_concurrent_envs, workers) in server.log()  # its limit, announced
     imports = imported_modules(server.log())
     assert imports[SERVED_APP] == workers, "every worker's imports are in the log"
     assert gradio_modules(imports) == []
