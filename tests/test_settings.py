@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from rooms.kit.command import main
 from rooms.kit.settings import (
     DEFAULT_MAX_CONCURRENT_ENVS,
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -75,9 +76,16 @@ def test_a_bad_value_raises_one_error_naming_the_variable(name: str, value: str,
     [("MAX_CONCURRENT_ENVS", "0"), ("SESSION_TIMEOUT_S", "soon"), ("ROOMS_MAX_PAYLOAD_BYTES", "x"), ("PORT", "-1")],
 )
 def test_the_server_refuses_to_start_on_a_bad_value_in_one_line(
-    server_factory: ServerFactory, name: str, value: str
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
 ) -> None:
-    server = server_factory(env={name: value}, wait=False)
-    assert server.process.wait(timeout=60) == 1
-    [line] = server.log().splitlines()
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exited:
+        main([])
+    [line] = str(exited.value.code).splitlines()
     assert line.startswith(f"server: {name} must be")
+
+
+def test_the_server_process_exits_with_that_line_alone(server_factory: ServerFactory) -> None:
+    server = server_factory(env={"MAX_CONCURRENT_ENVS": "0"}, wait=False)
+    assert server.process.wait(timeout=60) == 1
+    assert server.log() == "server: MAX_CONCURRENT_ENVS must be a positive integer, got '0'\n"
