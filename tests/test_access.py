@@ -1,7 +1,9 @@
 """Access control: with ROOMS_API_TOKEN set only token holders get in; no cross-site WebSocket sessions.
 
-In-process (Starlette's TestClient) where the routes are the point; live servers where the
-handshake on a real socket, the session slots and the clients are.
+In process throughout: Starlette's TestClient where the routes are the point; a server on a real
+socket in this process (`shared_server`) where the handshake, the session slots and the clients are.
+`server` processes only where the command is the point: what its log says (and never shows), and its
+refusal of a bad token setting.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ import base64
 import io
 import json
 import os
+import resource
 import shlex
 import shutil
 import subprocess
 import sys
 import tarfile
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,7 +32,7 @@ from openenv.core.containers.runtime import ContainerProvider, RuntimeProvider
 from playwright.sync_api import Browser
 from playwright.sync_api import Error as PlaywrightError
 from starlette.testclient import TestClient, WebSocketDenialResponse
-from starlette.types import Message
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -38,7 +42,20 @@ from rooms.kit.application import create_app
 from rooms.kit.client import AccessDenied
 from rooms.kit.settings import Settings, SettingsError
 from rooms.server.rooms_environment import RoomsEnvironment
-from tests.conftest import ROOT, LiveServer, ServerFactory, console_script, docker, free_port, wait_for
+from rooms_bench.cli import main as rooms_bench_main
+from tests.conftest import (
+    ROOT,
+    InProcessServer,
+    LiveServer,
+    Served,
+    ServerFactory,
+    docker,
+    free_port,
+    in_process_server,
+    settings_with,
+    wait_for,
+    wait_until_healthy,
+)
 from tests.readme_blocks import Block, assert_prints_what_it_promises, block_id, readme_blocks
 
 TOKEN = "s3cret-Token_for.tests~1"
@@ -291,26 +308,46 @@ async def test_without_the_denial_extension_a_handshake_is_closed_before_it_is_a
 # --- live servers: the real handshake, session slots, every client form ---------------------------
 
 
-@pytest.fixture(scope="module")
-def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """A server that wants TOKEN and holds two sessions at most: a slot taken by a refusal would show."""
-    factory = ServerFactory(tmp_path_factory.mktemp("token-server"))
-    yield factory(env={"ROOMS_API_TOKEN": TOKEN, "MAX_CONCURRENT_ENVS": "2"})
-    factory.stop_all()
+@contextmanager
+def served(env: dict[str, str]) -> Iterator[InProcessServer]:
+    """A Rooms server with the settings `env` gives, in this process, stopped afterwards."""
+    server = in_process_server(settings_with(env))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
-def capacity(server: LiveServer) -> dict[str, int]:
+def capacity(server: Served) -> dict[str, int]:
     answer: dict[str, int] = requests.get(f"{server.url}/capacity", headers=BEARER, timeout=10).json()
     return answer
 
 
-@pytest.mark.parametrize(
-    "headers, status",
-    [({}, 401), ({"Authorization": f"Bearer {WRONG}"}, 401), ({**BEARER, "Origin": "https://evil.example"}, 403)],
-    ids=["no token", "wrong token", "other origin"],
-)
+# Not `shared_server`'s: it asks a server it hands out for /capacity without a token.
+@pytest.fixture(scope="module")
+def module_token_server() -> Iterator[InProcessServer]:
+    with served({"ROOMS_API_TOKEN": TOKEN, "MAX_CONCURRENT_ENVS": "2"}) as server:
+        yield server
+
+
+@pytest.fixture
+def token_server(module_token_server: InProcessServer) -> InProcessServer:
+    """A server that wants TOKEN and holds two sessions at most: a slot taken by a refusal would show. Served
+    in this process, for the module; a test gets it holding no session (a closed one's slot frees a moment later)."""
+    wait_for(lambda: capacity(module_token_server)["active_sessions"] == 0, 30, "the previous test's sessions closed")
+    return module_token_server
+
+
+REFUSED_HANDSHAKES = [
+    ({}, 401),
+    ({"Authorization": f"Bearer {WRONG}"}, 401),
+    ({**BEARER, "Origin": "https://evil.example"}, 403),  # the token itself, from another site
+]
+
+
+@pytest.mark.parametrize("headers, status", REFUSED_HANDSHAKES, ids=["no token", "wrong token", "other origin"])
 def test_a_live_handshake_is_refused_with_its_status_and_takes_no_slot(
-    token_server: LiveServer, headers: dict[str, str], status: int
+    token_server: InProcessServer, headers: dict[str, str], status: int
 ) -> None:
     for _ in range(3):
         with pytest.raises(InvalidStatus) as refused:
@@ -322,10 +359,9 @@ def test_a_live_handshake_is_refused_with_its_status_and_takes_no_slot(
         assert env.step(RoomsAction(message="Hi")).reward == pytest.approx(0.2)
         assert env.new_session().step(RoomsAction(message="Hello")).reward == pytest.approx(0.5)
         assert capacity(token_server)["active_sessions"] == 2
-    assert TOKEN not in token_server.log()
 
 
-def test_http_on_a_live_server(token_server: LiveServer) -> None:
+def test_http_on_a_live_server(token_server: InProcessServer) -> None:
     assert requests.get(f"{token_server.url}/health", timeout=10).status_code == 200
     assert requests.get(f"{token_server.url}/capacity", timeout=10).status_code == 401
     assert requests.post(f"{token_server.url}/step", json={"action": {"message": "Hi"}}, timeout=10).status_code == 401
@@ -334,9 +370,32 @@ def test_http_on_a_live_server(token_server: LiveServer) -> None:
     assert requests.get(f"{token_server.url}/schema", auth=("anyone", TOKEN), timeout=10).status_code == 200
 
 
-def test_the_server_command_says_whether_access_is_open(token_server: LiveServer, server_factory: Any) -> None:
-    assert "Access is token-protected" in token_server.log()
-    assert "Access is open" in server_factory().log()
+def test_the_server_command_says_whether_access_is_open(server_factory: ServerFactory) -> None:
+    """The `server` command's log says whether access is open; a protected server's log never shows its token:
+    not for the handshakes it refused (one carrying the token), nor for the requests and session it took."""
+    protected = server_factory(env={"ROOMS_API_TOKEN": TOKEN, "MAX_CONCURRENT_ENVS": "2"}, wait=False)
+    open_to_all = server_factory(wait=False)  # both start at once
+    for server in (protected, open_to_all):
+        try:
+            wait_until_healthy(server.url, server.process)
+        except (RuntimeError, TimeoutError) as exc:
+            raise AssertionError(f"the server did not start:\n{server.log()}") from exc
+    assert "Access is token-protected" in protected.log()
+    assert "Access is open" in open_to_all.log()
+    for headers, status in REFUSED_HANDSHAKES:
+        with pytest.raises(InvalidStatus) as refused:
+            connect(protected.ws_url, additional_headers=headers, open_timeout=10)
+        assert refused.value.response.status_code == status
+    assert requests.get(f"{protected.url}/schema", auth=("anyone", TOKEN), timeout=10).status_code == 200
+    with RoomsEnv(base_url=protected.url, headers=BEARER).sync() as env:
+        assert env.step(RoomsAction(message="Hi")).reward == pytest.approx(0.2)
+
+    def all_logged() -> str | None:  # the log is written as the server goes
+        log = protected.log()
+        handshakes = [log.count(f'"WebSocket /ws" {status}') for status in ("401", "403", "[accepted]")]
+        return log if handshakes == [2, 1, 1] else None
+
+    assert TOKEN not in wait_for(all_logged, 30, lambda: f"the handshakes logged:\n{protected.log()}")
 
 
 def test_the_server_command_refuses_a_bad_token_setting(server_factory: ServerFactory) -> None:
@@ -345,7 +404,7 @@ def test_the_server_command_refuses_a_bad_token_setting(server_factory: ServerFa
     assert "server: ROOMS_API_TOKEN_FILE: cannot read the token from '/nonexistent/token'" in server.log()
 
 
-def test_sync_client_with_the_token_and_its_new_session(token_server: LiveServer) -> None:
+def test_sync_client_with_the_token_and_its_new_session(token_server: InProcessServer) -> None:
     with RoomsEnv(base_url=token_server.url, headers=BEARER).sync() as env:
         assert env.reset().done is False
         assert env.step(RoomsAction(message="Hi")).reward == pytest.approx(0.2)
@@ -360,7 +419,7 @@ def test_sync_client_with_the_token_and_its_new_session(token_server: LiveServer
     ids=["no token", "wrong token"],
 )
 def test_sync_client_refused_says_the_server_wants_a_token(
-    token_server: LiveServer, headers: dict[str, str] | None, says: str
+    token_server: InProcessServer, headers: dict[str, str] | None, says: str
 ) -> None:
     env = RoomsEnv(base_url=token_server.url, headers=headers).sync()
     try:
@@ -373,7 +432,7 @@ def test_sync_client_refused_says_the_server_wants_a_token(
     assert isinstance(AccessDenied("u", 401, False), PermissionError)
 
 
-async def test_async_client_with_the_token_and_its_new_session(token_server: LiveServer) -> None:
+async def test_async_client_with_the_token_and_its_new_session(token_server: InProcessServer) -> None:
     async with RoomsEnv(base_url=token_server.url, headers=BEARER) as env:
         assert (await env.step(RoomsAction(message="Hi"))).reward == pytest.approx(0.2)
         other = await env.new_session()
@@ -389,7 +448,7 @@ async def test_async_client_with_the_token_and_its_new_session(token_server: Liv
 
 
 @pytest.mark.parametrize("how", ["connect", "async with", "reset first", "new_session of a refused"])
-async def test_async_client_refused_says_the_server_wants_a_token(token_server: LiveServer, how: str) -> None:
+async def test_async_client_refused_says_the_server_wants_a_token(token_server: InProcessServer, how: str) -> None:
     env = RoomsEnv(base_url=token_server.url)
     try:
         with pytest.raises(AccessDenied, match="wants an access token"):
@@ -407,7 +466,9 @@ async def test_async_client_refused_says_the_server_wants_a_token(token_server: 
 
 
 @pytest.mark.parametrize("headers", [None, {"Authorization": f"Bearer {WRONG}"}], ids=["no token", "wrong token"])
-def test_context_manager_refused_raises_access_denied(token_server: LiveServer, headers: dict[str, str] | None) -> None:
+def test_context_manager_refused_raises_access_denied(
+    token_server: InProcessServer, headers: dict[str, str] | None
+) -> None:
     """The README's own form, `with RoomsEnv(base_url=...) as env:`."""
     refused = pytest.raises(AccessDenied, match=r"(wants an access token|refused the access token sent) \(HTTP 401\)")
     with refused, RoomsEnv(base_url=token_server.url, headers=headers) as env:
@@ -416,7 +477,7 @@ def test_context_manager_refused_raises_access_denied(token_server: LiveServer, 
         assert env.step(RoomsAction(message="Hi")).reward == pytest.approx(0.2)
 
 
-def test_openenv_sync_wrapper_refused_says_the_server_wants_a_token(token_server: LiveServer) -> None:
+def test_openenv_sync_wrapper_refused_says_the_server_wants_a_token(token_server: InProcessServer) -> None:
     env = RoomsEnv(base_url=token_server.url)  # used synchronously without .sync(): OpenEnv's own wrapper
     try:
         with pytest.raises(AccessDenied, match="wants an access token"):
@@ -430,38 +491,41 @@ def test_openenv_sync_wrapper_refused_says_the_server_wants_a_token(token_server
         env.close()
 
 
-class ProcessProvider(ContainerProvider, RuntimeProvider):  # type: ignore[misc]
-    """Starts a local server process where a real provider starts a container: what it was told is recorded."""
+class InProcessProvider(ContainerProvider, RuntimeProvider):  # type: ignore[misc]
+    """Serves Rooms in this process, with the settings of the environment variables it is given, where a real
+    provider starts a container: what it was told is recorded."""
 
-    def __init__(self, log_dir: Path) -> None:
-        self.factory = ServerFactory(log_dir)
+    def __init__(self) -> None:
         self.env_vars: dict[str, str] | None = None
-        self.server: LiveServer | None = None
+        self.server: InProcessServer | None = None
 
     def start_container(self, image: str = "", port: int | None = None, env_vars: Any = None, **_: Any) -> str:
         return self.start(port, env_vars)
 
     def start(self, port: int | None = None, env_vars: Any = None, **_: Any) -> str:
+        if port is not None:  # no launch here asks for one
+            raise NotImplementedError(f"port={port}: an in-process server takes a free port of its own")
         self.env_vars = env_vars
-        self.server = self.factory(env=env_vars, port=port or free_port())
+        self.server = in_process_server(settings_with(env_vars))
         return self.server.url
 
     def wait_for_ready(self, *args: Any, **kwargs: Any) -> None:
-        pass
+        pass  # serving once started
 
     def stop_container(self) -> None:
-        self.factory.stop_all()
+        self.stop()
 
     def stop(self) -> None:
-        self.factory.stop_all()
+        if self.server is not None:
+            self.server.stop()
 
     def is_running(self) -> bool:
-        return self.server is not None and self.server.process.poll() is None
+        return self.server is not None and self.server.thread.is_alive()
 
 
 @pytest.mark.parametrize("factory", ["from_docker_image", "from_env with docker", "from_env with uv"])
-def test_launches_give_their_server_the_token_and_send_it(factory: str, tmp_path: Path) -> None:
-    provider = ProcessProvider(tmp_path)
+def test_launches_give_their_server_the_token_and_send_it(factory: str) -> None:
+    provider = InProcessProvider()
     if factory == "from_docker_image":
         launch = RoomsEnv.from_docker_image("rooms-env:latest", provider, api_token=TOKEN, env_vars={"X": "1"})
     else:
@@ -476,23 +540,37 @@ def test_launches_give_their_server_the_token_and_send_it(factory: str, tmp_path
     assert not provider.is_running()
 
 
-async def test_an_awaited_launch_sends_the_token(tmp_path: Path) -> None:
-    provider = ProcessProvider(tmp_path)
+async def test_an_awaited_launch_sends_the_token() -> None:
+    provider = InProcessProvider()
     env = await RoomsEnv.from_docker_image("rooms-env:latest", provider, api_token=TOKEN)
     try:
         assert (await env.step(RoomsAction(message="Hi"))).reward == pytest.approx(0.2)
     finally:
         await env.close()
+    assert not provider.is_running()
 
 
-def test_the_failover_bench_sends_the_token_from_its_file(token_server: LiveServer, tmp_path: Path) -> None:
+def rooms_bench_in_process(argv: list[str]) -> int:
+    """`rooms-bench ARGV`'s exit status, run in this process (which keeps its open-files limit)."""
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        return rooms_bench_main(argv)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, limit)
+
+
+def test_the_failover_bench_sends_the_token_from_its_file(
+    token_server: InProcessServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
-    bench = [console_script("rooms-bench"), "failover", "--url", token_server.url, "--sessions", "2", "--duration", "1"]
-    with_token = subprocess.run([*bench, "--token-file", str(token_file)], capture_output=True, text=True, timeout=120)
-    assert with_token.returncode == 0, with_token.stdout + with_token.stderr
-    without = subprocess.run([*bench, "--json", str(tmp_path / "report.json")], capture_output=True, timeout=120)
-    assert without.returncode == 1
+    bench = ["failover", "--url", token_server.url, "--sessions", "2", "--duration", "1"]
+    with_token = rooms_bench_in_process([*bench, "--token-file", str(token_file)])
+    said = capsys.readouterr()
+    assert with_token == 0, said.out + said.err
+    without = rooms_bench_in_process([*bench, "--json", str(tmp_path / "report.json")])
+    said = capsys.readouterr()
+    assert without == 1, said.out + said.err
     report = json.loads((tmp_path / "report.json").read_text())
     assert {error["kind"] for error in report["errors"]} == {"AccessDenied"} and report["steps"] == 0
 
@@ -500,9 +578,15 @@ def test_the_failover_bench_sends_the_token_from_its_file(token_server: LiveServ
 # --- in a browser ---------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def web_token_server() -> Iterator[InProcessServer]:
+    with served({"ENABLE_WEB_INTERFACE": "true", "ROOMS_API_TOKEN": TOKEN}) as server:
+        yield server
+
+
 @pytest.mark.browser
-def test_web_works_for_the_token_holder_and_no_one_else(browser: Browser, server_factory: ServerFactory) -> None:
-    server = server_factory(env={"ENABLE_WEB_INTERFACE": "true", "ROOMS_API_TOKEN": TOKEN})
+def test_web_works_for_the_token_holder_and_no_one_else(browser: Browser, web_token_server: InProcessServer) -> None:
+    server = web_token_server
     # The browser asks for credentials: none given, it shows no page; a wrong password gets the 401's reason.
     page = browser.new_page()
     with pytest.raises(PlaywrightError, match="ERR_INVALID_AUTH_CREDENTIALS"):
@@ -557,18 +641,43 @@ def a_site() -> Iterator[int]:
         thread.join(10)
 
 
+class HandshakeRefusals:
+    """An ASGI app, and the WebSocket handshakes it refused with an HTTP response: (path, status) → count."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.refused: Counter[tuple[str, int]] = Counter()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "websocket.http.response.start":
+                self.refused[(scope["path"], message["status"])] += 1
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
 @pytest.mark.browser
-def test_a_page_from_another_origin_cannot_open_a_session(browser: Browser, server_factory: ServerFactory) -> None:
+def test_a_page_from_another_origin_cannot_open_a_session(browser: Browser) -> None:
     with a_site() as port:
         listed, other = f"http://localhost:{port}", f"http://127.0.0.1:{port}"
-        server = server_factory(env={"ROOMS_ALLOWED_ORIGINS": listed})
-        page = browser.new_page()
-        seen = {}
-        for name, page_url in [("other", f"{other}/"), ("listed", f"{listed}/"), ("own", f"{server.url}/health")]:
-            page.goto(page_url)
-            seen[name] = page.evaluate(OPEN_A_SESSION, server.ws_url)
+        settings = settings_with({"ROOMS_ALLOWED_ORIGINS": listed})
+        app = HandshakeRefusals(create_app(RoomsEnvironment, RoomsAction, RoomsObservation, settings))
+        server = InProcessServer(app, settings)
+        try:
+            page = browser.new_page()
+            seen = {}
+            for name, page_url in [("other", f"{other}/"), ("listed", f"{listed}/"), ("own", f"{server.url}/health")]:
+                page.goto(page_url)
+                seen[name] = page.evaluate(OPEN_A_SESSION, server.ws_url)
+        finally:
+            server.stop()
     assert seen == {"other": "refused", "listed": "state", "own": "state"}
-    assert server.log().count('"WebSocket /ws" 403') == 1  # the server refused it, not the browser
+    assert app.refused == {("/ws", 403): 1}  # the server refused it, not the browser
 
 
 # --- the README's access-control blocks -----------------------------------------------------------
