@@ -1,34 +1,83 @@
-"""Helpers of the rooms-bench tests; the live-server fixtures are the kit's (`rooms.kit.testing`)."""
+"""Helpers of the rooms-bench tests: `rooms-bench` run in this process (`rooms_bench_main`) or as a user runs it
+(`bench`), and Rooms servers in this process (`live_server`, `shared_server`, `new_server`, the suite's)."""
 
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rooms.kit.testing import base_url, console_script, live_server, server_factory  # noqa: F401  (fixtures)
-from tests.conftest import (  # noqa: F401  (the suite's count of the tests that start a process covers these too)
+import tests.conftest as suite
+from rooms.kit.testing import InProcessServer, console_script, server_factory  # noqa: F401  (fixtures)
+from rooms_bench import cli
+from tests.conftest import (  # noqa: F401  (its in-process servers; its hooks, so its count of the tests that start a process covers these)
+    live_server,
     pytest_fixture_setup,
+    pytest_runtest_logreport,
     pytest_runtest_protocol,
     pytest_runtest_teardown,
+    shared_server,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """The suite's count of the tests that started a process, when only these tests run (with tests/ too, its
+    conftest.py prints it)."""
+    if not config.pluginmanager.has_plugin(str(ROOT / "tests" / "conftest.py")):
+        suite.pytest_terminal_summary(terminalreporter)
+
+
 @pytest.fixture
 def bench() -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Runs `rooms-bench ARGS...` from the checkout, as a user does."""
+    """Runs `rooms-bench ARGS...` from the checkout, as a user does: for what only the command's process shows."""
 
     def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         command = [console_script("rooms-bench"), *args]
         return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+@pytest.fixture
+def rooms_bench_main(capsys: pytest.CaptureFixture[str]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Runs `rooms-bench ARGS...` in this process (`rooms_bench.cli.main`, the command's entry point), no process
+    started: its exit status and what it wrote, as `bench` gives them. The command lifts the open-files limit;
+    this process gets its own back. What the command raises (`SystemExit` with its one-line refusal, which
+    Python writes to stderr exiting 1) is raised here."""
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        capsys.readouterr()
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)
+        try:
+            status = cli.main(list(args))
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, limit)
+        said = capsys.readouterr()
+        return subprocess.CompletedProcess(["rooms-bench", *args], status, said.out, said.err)
+
+    return run
+
+
+@pytest.fixture
+def new_server() -> Iterator[Callable[..., InProcessServer]]:
+    """`new_server(env)`: a Rooms server of this test's own, in this process, with the settings `env` gives;
+    stopped after the test (two with the same settings are two servers, where `shared_server` gives one)."""
+    servers: list[InProcessServer] = []
+
+    def start(env: dict[str, str] | None = None) -> InProcessServer:
+        servers.append(suite.in_process_server(suite.settings_with(env)))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
 
 
 def read_report(path: Path) -> dict[str, Any]:

@@ -11,14 +11,16 @@ from typing import Any
 
 import pytest
 
-from rooms.kit.testing import LiveServer, ServerFactory, free_port
+from rooms.kit.testing import InProcessServer, free_port
 from rooms_bench import cli
 from rooms_bench.compare import measure_cold_starts
 from rooms_bench.measure import Plan, measure_side_by_side
 from rooms_bench.sessions import SyncSession, SyncSessions
+from tests.conftest import SharedServers
 from tests.readme_blocks import run_sweep_command
 
-Bench = Callable[..., subprocess.CompletedProcess[str]]  # the `bench` fixture: runs `rooms-bench ARGS...`
+# The `bench` fixture (the `rooms-bench` command, run as a user does) and `rooms_bench_main` (in this process).
+Bench = Callable[..., subprocess.CompletedProcess[str]]
 Report = Callable[[Path], dict[str, Any]]  # the `load_report` fixture
 
 
@@ -72,28 +74,35 @@ def test_the_documented_startup_reports_servers_and_clients_beside_the_template(
 
 @pytest.mark.parametrize(("transport", "mode"), [("ws", "async"), ("http", "sync"), ("http", "async")])
 def test_transports_and_modes_against_a_running_server(
-    bench: Bench, load_report: Report, live_server: LiveServer, tmp_path: Path, transport: str, mode: str
-) -> None:
+    rooms_bench_main: Bench, load_report: Report, live_server: InProcessServer, tmp_path: Path,
+    transport: str, mode: str,
+) -> None:  # fmt: skip
     out = tmp_path / "r.json"
-    result = bench("--url", live_server.url, "--transport", transport, "--mode", mode, "--sessions", "3",
-                   "--steps", "40", "--warmup", "2", "--message-size", "100", "--json", str(out))  # fmt: skip
+    result = rooms_bench_main("--url", live_server.url, "--transport", transport, "--mode", mode,
+                              "--sessions", "3", "--steps", "40", "--warmup", "2", "--message-size", "100",
+                              "--json", str(out))  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     [run] = load_report(out)["runs"]
     assert (run["transport"], run["mode"], run["sessions"], run["steps"], run["message_size"]) == (
         transport, mode, 3, 120, 100)  # fmt: skip
 
 
-def test_duration_instead_of_steps(bench: Bench, load_report: Report, live_server: LiveServer, tmp_path: Path) -> None:
-    result = bench("--url", live_server.url, "--duration", "0.5", "--warmup", "0", "--json", str(tmp_path / "r.json"))
+def test_duration_instead_of_steps(
+    rooms_bench_main: Bench, load_report: Report, live_server: InProcessServer, tmp_path: Path
+) -> None:
+    result = rooms_bench_main("--url", live_server.url, "--duration", "0.5", "--warmup", "0",
+                              "--json", str(tmp_path / "r.json"))  # fmt: skip
     assert result.returncode == 0, result.stderr
     [run] = load_report(tmp_path / "r.json")["runs"]
     assert run["steps"] > 0 and run["seconds"] >= 0.5
 
 
 def test_server_down_is_counted_and_reported_without_a_traceback(
-    bench: Bench, load_report: Report, tmp_path: Path
+    rooms_bench_main: Bench, load_report: Report, tmp_path: Path
 ) -> None:
-    result = bench("--url", f"http://127.0.0.1:{free_port()}", "--steps", "5", "--json", str(tmp_path / "r.json"))
+    # Returning its status at all is the command's exit without a traceback: nothing was raised.
+    result = rooms_bench_main("--url", f"http://127.0.0.1:{free_port()}", "--steps", "5",
+                              "--json", str(tmp_path / "r.json"))  # fmt: skip
     assert result.returncode == 1
     assert "Traceback" not in result.stdout + result.stderr
     [run] = load_report(tmp_path / "r.json")["runs"]
@@ -101,33 +110,42 @@ def test_server_down_is_counted_and_reported_without_a_traceback(
     assert "errors {'ConnectionError': 1}" in result.stdout
 
 
-def test_floor_against_a_server_that_is_down_says_so_without_a_traceback(bench: Bench) -> None:
-    result = bench("--url", f"http://127.0.0.1:{free_port()}", "--floor", "--steps", "5")
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr and "rooms-bench: " in result.stderr
+def refusal(exited: pytest.ExceptionInfo[SystemExit]) -> str:
+    """The line a `SystemExit` raised by the command is: a text code, which Python writes to stderr, exiting 1,
+    without a traceback."""
+    code = exited.value.code
+    assert isinstance(code, str), f"not a one-line refusal: {code!r}"
+    return code
+
+
+def test_floor_against_a_server_that_is_down_says_so_without_a_traceback(
+    rooms_bench_main: Bench, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        rooms_bench_main("--url", f"http://127.0.0.1:{free_port()}", "--floor", "--steps", "5")
+    said = refusal(exited)
+    assert said.startswith("rooms-bench: ") and "Traceback" not in said + capsys.readouterr().err
 
 
 def test_capacity_errors_are_counted(
-    bench: Bench, load_report: Report, server_factory: ServerFactory, tmp_path: Path
+    rooms_bench_main: Bench, load_report: Report, shared_server: SharedServers, tmp_path: Path
 ) -> None:
-    server = server_factory(env={"MAX_CONCURRENT_ENVS": "2"})
-    result = bench("--url", server.url, "--sessions", "4", "--mode", "async", "--steps", "20",
-                   "--json", str(tmp_path / "r.json"))  # fmt: skip
+    server = shared_server({"MAX_CONCURRENT_ENVS": "2"})
+    result = rooms_bench_main("--url", server.url, "--sessions", "4", "--mode", "async", "--steps", "20",
+                              "--json", str(tmp_path / "r.json"))  # fmt: skip
     assert result.returncode == 1 and "Traceback" not in result.stderr
     [run] = load_report(tmp_path / "r.json")["runs"]
     assert run["error_kinds"] == {"CAPACITY_REACHED": 2}
     assert run["steps"] == 40
 
 
-def test_plot_without_matplotlib_says_how_to_get_it(live_server: LiveServer, tmp_path: Path) -> None:
-    code = (
-        "import sys; sys.modules['matplotlib'] = None\n"
-        "from rooms_bench.cli import main\n"
-        f"sys.exit(main(['--url', '{live_server.url}', '--steps', '5', '--plot', '{tmp_path / 'p.png'}']))"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0
-    assert "--plot needs matplotlib: `uv sync --all-packages --extra plot`" in result.stderr
+def test_plot_without_matplotlib_says_how_to_get_it(
+    rooms_bench_main: Bench, live_server: InProcessServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+    with pytest.raises(SystemExit) as exited:
+        rooms_bench_main("--url", live_server.url, "--steps", "5", "--plot", str(tmp_path / "p.png"))
+    assert "--plot needs matplotlib: `uv sync --all-packages --extra plot`" in refusal(exited)
 
 
 @pytest.mark.parametrize("args", [["--sessions", "0"], ["--sweep", "1,x"], ["--transport", "udp"]])
@@ -139,6 +157,7 @@ def test_bad_arguments_are_refused_clearly(args: list[str], capsys: pytest.Captu
 
 
 def test_help_describes_the_options(bench: Bench) -> None:
+    """The installed console script, run as a user runs it (the other tests call its `main()` in this process)."""
     result = bench("--help")
     assert result.returncode == 0
     for option in ("--url", "--floor", "--compare-template", "--sweep", "--json", "--plot", "startup"):

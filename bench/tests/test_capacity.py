@@ -15,39 +15,39 @@ from typing import Any
 import pytest
 import requests
 
-from rooms.kit.testing import LiveServer, console_script, free_port
+from rooms.kit.testing import InProcessServer, free_port
 from rooms_bench import capacity
 from rooms_bench.measure import percentile
+from tests.conftest import SharedServers
 from tests.readme_blocks import run_sweep_command
 
-ROOT = Path(__file__).resolve().parents[2]
+Bench = Callable[..., subprocess.CompletedProcess[str]]  # the `rooms_bench_main` fixture: `rooms-bench` in process
+Sweep = Callable[..., dict[str, Any]]  # the `sweep` fixture
 
 
-def sweep(*args: str, tmp_path: Path) -> dict[str, Any]:
-    """`rooms-bench capacity ARGS --json ...`: its JSON report (the command must exit 0)."""
-    report = tmp_path / "capacity.json"
-    result = subprocess.run(
-        [console_script("rooms-bench"), "capacity", *args, "--json", str(report)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    document: dict[str, Any] = json.loads(report.read_text())
-    return document
+@pytest.fixture
+def sweep(rooms_bench_main: Bench, tmp_path: Path) -> Sweep:
+    """`sweep(ARGS...)`: `rooms-bench capacity ARGS --json ...` run in this process, its JSON report (the command
+    must exit 0)."""
+
+    def run(*args: str) -> dict[str, Any]:
+        report = tmp_path / "capacity.json"
+        result = rooms_bench_main("capacity", *args, "--json", str(report))
+        assert result.returncode == 0, result.stdout + result.stderr
+        document: dict[str, Any] = json.loads(report.read_text())
+        return document
+
+    return run
 
 
 def by_size(document: dict[str, Any], target: str) -> dict[int, dict[str, Any]]:
     return {row["sessions"]: row for row in document["targets"][target]["sizes"]}
 
 
-def test_sessions_past_the_limit_fail_as_capacity_reached(
-    server_factory: Callable[..., LiveServer], tmp_path: Path
-) -> None:
-    server = server_factory(env={"MAX_CONCURRENT_ENVS": "6"})
+def test_sessions_past_the_limit_fail_as_capacity_reached(sweep: Sweep, shared_server: SharedServers) -> None:
+    server = shared_server({"MAX_CONCURRENT_ENVS": "6"})
     # Every session holds its slot for the 2 s think time, so the 8 overlap.
-    document = sweep("--url", server.url, "--sizes", "4,8", "--reps", "1", "--wait", "2", tmp_path=tmp_path)
+    document = sweep("--url", server.url, "--sizes", "4,8", "--reps", "1", "--wait", "2")
     rows = by_size(document, "given")
     assert rows[4]["success_rate"] == 1.0 and rows[4]["failures"] == {}
     assert rows[8]["failures"] == {"CAPACITY_REACHED": 2}
@@ -56,11 +56,8 @@ def test_sessions_past_the_limit_fail_as_capacity_reached(
     assert document["targets"]["given"]["max_batch_99"] == 4
 
 
-def test_json_report_shape(server_factory: Callable[..., LiveServer], tmp_path: Path) -> None:
-    server = server_factory()
-    document = sweep(
-        "--url", server.url, "--sizes", "2,4", "--reps", "2", "--wait", "0.2", "--settle", "0.2", tmp_path=tmp_path
-    )
+def test_json_report_shape(sweep: Sweep, live_server: InProcessServer) -> None:
+    document = sweep("--url", live_server.url, "--sizes", "2,4", "--reps", "2", "--wait", "0.2", "--settle", "0.2")
     assert document["method"] | {"cores": 0} == {
         "wait_s": 0.2,
         "reps": 2,
@@ -82,21 +79,9 @@ def test_json_report_shape(server_factory: Callable[..., LiveServer], tmp_path: 
     assert document["ratios_to_floor"] == []
 
 
-def test_replicas_share_sessions_round_robin(server_factory: Callable[..., LiveServer], tmp_path: Path) -> None:
-    replicas = [server_factory(env={"MAX_CONCURRENT_ENVS": "4"}) for _ in range(2)]
-    document = sweep(
-        "--url",
-        replicas[0].url,
-        "--url",
-        replicas[1].url,
-        "--sizes",
-        "8",
-        "--reps",
-        "1",
-        "--wait",
-        "2",
-        tmp_path=tmp_path,
-    )
+def test_replicas_share_sessions_round_robin(sweep: Sweep, new_server: Callable[..., InProcessServer]) -> None:
+    replicas = [new_server({"MAX_CONCURRENT_ENVS": "4"}) for _ in range(2)]
+    document = sweep("--url", replicas[0].url, "--url", replicas[1].url, "--sizes", "8", "--reps", "1", "--wait", "2")
     # One replica alone would refuse 4 of the 8.
     assert by_size(document, "given")[8]["failures"] == {}
     for replica in replicas:
@@ -197,9 +182,8 @@ def test_server_hanging_up_is_closed(hanging_up_server: str) -> None:
     assert (result.ok, result.failure) == (False, "closed")
 
 
-def test_success_times_every_part(server_factory: Callable[..., LiveServer]) -> None:
-    server = server_factory()
-    result = one(server.ws_url, wait=0.3)
+def test_success_times_every_part(live_server: InProcessServer) -> None:
+    result = one(live_server.ws_url, wait=0.3)
     assert result.ok and result.failure is None
     assert result.connect_s is not None and result.reset_s is not None and len(result.step_s) == 2
     assert result.total_s is not None and result.total_with_wait_s is not None
@@ -235,13 +219,10 @@ def test_percentiles_and_max_batch() -> None:
     assert capacity.max_batch(rows[3:], 0.95) is None
 
 
-def test_bad_sizes_are_refused_with_the_option_name() -> None:
-    result = subprocess.run(
-        [console_script("rooms-bench"), "capacity", "--sizes", "4,lots"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert "--sizes takes comma-separated integers, got '4,lots'" in result.stderr
+def test_bad_sizes_are_refused_with_the_option_name(
+    rooms_bench_main: Bench, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        rooms_bench_main("capacity", "--sizes", "4,lots")
+    assert exited.value.code == 2
+    assert "--sizes takes comma-separated integers, got '4,lots'" in capsys.readouterr().err

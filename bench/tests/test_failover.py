@@ -12,7 +12,7 @@ from typing import Any
 from openenv.core.client_types import StepResult
 
 from rooms import RoomsAction, RoomsObservation
-from rooms.kit.testing import ServerFactory
+from rooms.kit.testing import InProcessServer, ServerFactory
 from rooms_bench.failover import Rollout, RoundRobin, SwarmWatch, Tally, Until, summarize
 
 
@@ -46,10 +46,14 @@ def report_of(tally: Tally, seconds: float, rollouts: int, killed_url: str | Non
     return summarize(argparse.Namespace(sessions=rollouts), RoundRobin([]), tally, seconds, killed_url, back)
 
 
-def test_a_server_restarted_on_its_address_switches_no_episode(server_factory: ServerFactory) -> None:
+def test_a_server_restarted_on_its_address_switches_no_episode(
+    server_factory: ServerFactory, live_server: InProcessServer
+) -> None:
     """Killed mid-run and back on the same port: each of its rollouts gets SessionLost, the client's next step
-    SessionLost again (not a new episode's step 1), and reset() recovers, on that address or the other."""
-    first, second = server_factory(), server_factory()
+    SessionLost again (not a new episode's step 1), and reset() recovers, on that address or the other.
+
+    The server killed is a process (SIGKILL, then started again on its port); the other only has to run."""
+    first, second = server_factory(), live_server
 
     def kill_and_restart() -> None:
         first.stop(signal.SIGKILL)
@@ -68,9 +72,8 @@ def test_a_server_restarted_on_its_address_switches_no_episode(server_factory: S
     assert report["clean"], report
 
 
-def test_no_failure_no_error(server_factory: ServerFactory) -> None:
-    server = server_factory()
-    tally, seconds = run_rollouts([server.url], 3, 4)
+def test_no_failure_no_error(live_server: InProcessServer) -> None:
+    tally, seconds = run_rollouts([live_server.url], 3, 4)
     report = report_of(tally, seconds, 3)
     assert report["errors"] == [] and report["switched_episodes"] == 0 and report["sessions_lost"] == 0, report
     assert report["episodes"] >= 3 and report["clean"], report
