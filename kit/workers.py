@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -40,6 +41,11 @@ RUN_DIR_SETTING = f"{PREFIX}RUN_DIR"
 PEERS_SETTING = f"{PREFIX}PEERS"
 FORWARDED = "forwarded-by-worker"  # the ASGI scope extension marking a request another worker handed over
 HOP_HEADERS = frozenset({b"host", b"connection", b"keep-alive", b"transfer-encoding", b"content-length"})
+# Peers speak plain HTTP (over a worker's socket, or to a replica's address), but httpx gives each client a TLS
+# context all the same, by default one it loads with its CA bundle: a tenth of a second (seconds on a busy machine)
+# in which the worker's event loop serves nothing. This one, never used, costs nothing to make (and, holding no
+# trust anchors, would accept no certificate).
+PLAIN_HTTP = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 class Workers:
@@ -90,7 +96,7 @@ class Workers:
 
     @asynccontextmanager
     async def serving(self, app: ASGIApp) -> AsyncIterator[None]:
-        """Serve `app` on this worker's socket while the context is open."""
+        """Serve `app` on this worker's socket while the context is open (entered once the socket answers)."""
         path = self.socket(self.pid)
         if path is None:
             yield
@@ -102,6 +108,7 @@ class Workers:
         async with anyio.create_task_group() as group:
             group.start_soon(server.serve)
             try:
+                await answering(server, path)
                 yield
             finally:
                 server.should_exit = True
@@ -116,8 +123,7 @@ class Workers:
         if path is None or not path.exists():
             return None
         if pid not in self.clients:
-            transport = httpx.AsyncHTTPTransport(uds=str(path))
-            self.clients[pid] = httpx.AsyncClient(transport=transport, base_url="http://worker", timeout=None)
+            self.clients[pid] = socket_client(path)
         return self.clients[pid]
 
     def forget(self, pid: int) -> None:
@@ -159,6 +165,26 @@ class Workers:
             except (httpx.HTTPError, ValueError):
                 self.forget(pid)
         return answers
+
+
+def socket_client(path: Path) -> httpx.AsyncClient:
+    """An HTTP client of the worker socket at `path`."""
+    transport = httpx.AsyncHTTPTransport(uds=str(path), verify=PLAIN_HTTP)
+    return httpx.AsyncClient(transport=transport, base_url="http://worker", timeout=None)
+
+
+async def answering(server: PeerServer, path: Path) -> None:
+    """Until the worker's socket at `path` listens and has answered one request, the worker's own. httpx, httpcore
+    and anyio finish their setup (imports) at their first request: done here, as the worker starts (it takes requests
+    only after), it does not hold up the worker's first hand-over, its event loop blocked meanwhile. (On a busy
+    machine that was long enough for a new session's GET stream, handed over, to reach its owner only after the
+    session ended.)"""
+    await server.listening.wait()
+    async with socket_client(path) as client:
+        try:
+            await client.get("/health", timeout=30)  # any answer will do
+        except httpx.HTTPError as error:
+            logging.getLogger("uvicorn.error").warning("The worker's socket %s does not answer: %r", path, error)
 
 
 async def relay(client: httpx.AsyncClient, scope: Scope, body: bytes, send: Send) -> bool:
@@ -216,7 +242,7 @@ class Replicas:
             return None
         if address not in self.clients:
             host = socket.inet_ntoa(bytes.fromhex(address))
-            self.clients[address] = httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=None)
+            self.clients[address] = httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=None, verify=PLAIN_HTTP)
         return self.clients[address]
 
 
@@ -245,6 +271,14 @@ class QuietPeerStart(logging.Filter):
 
 class PeerServer(uvicorn.Server):
     """A uvicorn server run inside a worker, on its socket: the worker's own server handles the signals."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = anyio.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.listening.set()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
