@@ -28,7 +28,6 @@ from typing import Any
 
 import pytest
 import requests
-from openenv.core.containers.runtime import ContainerProvider, RuntimeProvider
 from playwright.sync_api import Browser
 from playwright.sync_api import Error as PlaywrightError
 from starlette.testclient import TestClient, WebSocketDenialResponse
@@ -56,6 +55,7 @@ from tests.conftest import (
     wait_for,
     wait_until_healthy,
 )
+from tests.openenv_reference import LocalServerProvider
 from tests.readme_blocks import Block, assert_prints_what_it_promises, block_id, readme_blocks
 
 TOKEN = "s3cret-Token_for.tests~1"
@@ -491,41 +491,9 @@ def test_openenv_sync_wrapper_refused_says_the_server_wants_a_token(token_server
         env.close()
 
 
-class InProcessProvider(ContainerProvider, RuntimeProvider):  # type: ignore[misc]
-    """Serves Rooms in this process, with the settings of the environment variables it is given, where a real
-    provider starts a container: what it was told is recorded."""
-
-    def __init__(self) -> None:
-        self.env_vars: dict[str, str] | None = None
-        self.server: InProcessServer | None = None
-
-    def start_container(self, image: str = "", port: int | None = None, env_vars: Any = None, **_: Any) -> str:
-        return self.start(port, env_vars)
-
-    def start(self, port: int | None = None, env_vars: Any = None, **_: Any) -> str:
-        if port is not None:  # no launch here asks for one
-            raise NotImplementedError(f"port={port}: an in-process server takes a free port of its own")
-        self.env_vars = env_vars
-        self.server = in_process_server(settings_with(env_vars))
-        return self.server.url
-
-    def wait_for_ready(self, *args: Any, **kwargs: Any) -> None:
-        pass  # serving once started
-
-    def stop_container(self) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-
-    def is_running(self) -> bool:
-        return self.server is not None and self.server.thread.is_alive()
-
-
 @pytest.mark.parametrize("factory", ["from_docker_image", "from_env with docker", "from_env with uv"])
 def test_launches_give_their_server_the_token_and_send_it(factory: str) -> None:
-    provider = InProcessProvider()
+    provider = LocalServerProvider()
     if factory == "from_docker_image":
         launch = RoomsEnv.from_docker_image("rooms-env:latest", provider, api_token=TOKEN, env_vars={"X": "1"})
     else:
@@ -535,13 +503,13 @@ def test_launches_give_their_server_the_token_and_send_it(factory: str) -> None:
     with launch as env:
         assert env.step(RoomsAction(message="Hi")).reward == pytest.approx(0.2)
         assert provider.env_vars is not None and provider.env_vars["ROOMS_API_TOKEN"] == TOKEN
-        assert provider.server is not None
-        assert requests.get(f"{provider.server.url}/capacity", timeout=10).status_code == 401
+        [server] = provider.started
+        assert requests.get(f"{server.url}/capacity", timeout=10).status_code == 401
     assert not provider.is_running()
 
 
 async def test_an_awaited_launch_sends_the_token() -> None:
-    provider = InProcessProvider()
+    provider = LocalServerProvider()
     env = await RoomsEnv.from_docker_image("rooms-env:latest", provider, api_token=TOKEN)
     try:
         assert (await env.step(RoomsAction(message="Hi"))).reward == pytest.approx(0.2)
