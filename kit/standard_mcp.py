@@ -17,6 +17,7 @@ The transport is imported and started by the first standard MCP request a proces
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -97,6 +98,8 @@ class StandardMcp:
 
     def manager(self) -> StreamableHTTPSessionManager:
         from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+        logging.getLogger("mcp.server.streamable_http").addFilter(STREAM_ENDS_QUIETLY)
 
         # Sessions are admitted, counted and ended by idleness in sessions.py: none of the manager's own bounds.
         return StreamableHTTPSessionManager(
@@ -244,6 +247,18 @@ class StandardMcpDoor:
         if session.key is not None:
             headers = ((SESSION_HEADER.encode(), session.key.encode()),)
             await call_in_process(self.standard, "DELETE", MCP_PATH, headers=headers)
+
+
+class StreamEndsQuietly(logging.Filter):
+    """Leaves out mcp's traceback for a GET stream that ends with its session (a `DELETE`, or idleness): its
+    writer then finds the stream closed (`anyio.ClosedResourceError`), the ordinary end of the stream."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (record.msg == "Error in standalone SSE writer" and isinstance(error, anyio.ClosedResourceError))
+
+
+STREAM_ENDS_QUIETLY = StreamEndsQuietly()
 
 
 def with_session_header(scope: Scope, session_id: str) -> Scope:

@@ -416,6 +416,7 @@ def wait_gone(pid: int, parent: int) -> None:
 async def test_python_mcp_sdk_sessions_all_work(server: Server, count: int, concurrent: bool) -> None:
     failures = await python_sessions(server.mcp_url, count, concurrent)
     assert failures == [], f"{len(failures)} of {count} sessions failed:\n" + "\n".join(failures)
+    assert "Traceback" not in server.log.read_text(errors="replace"), server.log_tail()  # each GET stream ended quietly
 
 
 @pytest.mark.parametrize(("count", "mode"), [(20, "sequential"), (10, "concurrent")])
