@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import html
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -289,6 +290,28 @@ def two_worker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live
     wait_for(lambda: server.log().count(started) >= 2, 120, lambda: f"both workers started:\n{server.log()}")
     yield server
     factory.stop_all()
+
+
+@pytest.fixture
+def rooms_bench_main(capsys: pytest.CaptureFixture[str]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Runs `rooms-bench ARGS...` in this process (`rooms_bench.cli.main`, the command's entry point), no process
+    started: its exit status and what it wrote, as `bench` gives them. The command lifts the open-files limit;
+    this process gets its own back. What the command raises (`SystemExit` with its one-line refusal, which
+    Python writes to stderr exiting 1) is raised here."""
+
+    from rooms_bench.cli import main
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        capsys.readouterr()
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)
+        try:
+            status = main(list(args))
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, limit)
+        said = capsys.readouterr()
+        return subprocess.CompletedProcess(["rooms-bench", *args], status, said.out, said.err)
+
+    return run
 
 
 @contextmanager

@@ -12,7 +12,6 @@ import base64
 import io
 import json
 import os
-import resource
 import shlex
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ import sys
 import tarfile
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -41,7 +40,6 @@ from rooms.kit.application import create_app
 from rooms.kit.client import AccessDenied
 from rooms.kit.settings import Settings, SettingsError
 from rooms.server.rooms_environment import RoomsEnvironment
-from rooms_bench.cli import main as rooms_bench_main
 from tests.conftest import (
     ROOT,
     InProcessServer,
@@ -518,27 +516,16 @@ async def test_an_awaited_launch_sends_the_token() -> None:
     assert not provider.is_running()
 
 
-def rooms_bench_in_process(argv: list[str]) -> int:
-    """`rooms-bench ARGV`'s exit status, run in this process (which keeps its open-files limit)."""
-    limit = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
-        return rooms_bench_main(argv)
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, limit)
-
-
 def test_the_failover_bench_sends_the_token_from_its_file(
-    token_server: InProcessServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    token_server: InProcessServer, tmp_path: Path, rooms_bench_main: Callable[..., subprocess.CompletedProcess[str]]
 ) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     bench = ["failover", "--url", token_server.url, "--sessions", "2", "--duration", "1"]
-    with_token = rooms_bench_in_process([*bench, "--token-file", str(token_file)])
-    said = capsys.readouterr()
-    assert with_token == 0, said.out + said.err
-    without = rooms_bench_in_process([*bench, "--json", str(tmp_path / "report.json")])
-    said = capsys.readouterr()
-    assert without == 1, said.out + said.err
+    with_token = rooms_bench_main(*bench, "--token-file", str(token_file))
+    assert with_token.returncode == 0, with_token.stdout + with_token.stderr
+    without = rooms_bench_main(*bench, "--json", str(tmp_path / "report.json"))
+    assert without.returncode == 1, without.stdout + without.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert {error["kind"] for error in report["errors"]} == {"AccessDenied"} and report["steps"] == 0
 

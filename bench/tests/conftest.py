@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,13 +13,13 @@ import pytest
 
 import tests.conftest as suite
 from rooms.kit.testing import InProcessServer, console_script, server_factory  # noqa: F401  (fixtures)
-from rooms_bench import cli
 from tests.conftest import (  # noqa: F401  (its in-process servers; its hooks, so its count of the tests that start a process covers these)
     live_server,
     pytest_fixture_setup,
     pytest_runtest_logreport,
     pytest_runtest_protocol,
     pytest_runtest_teardown,
+    rooms_bench_main,
     shared_server,
 )
 
@@ -41,26 +40,6 @@ def bench() -> Callable[..., subprocess.CompletedProcess[str]]:
     def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         command = [console_script("rooms-bench"), *args]
         return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-
-    return run
-
-
-@pytest.fixture
-def rooms_bench_main(capsys: pytest.CaptureFixture[str]) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Runs `rooms-bench ARGS...` in this process (`rooms_bench.cli.main`, the command's entry point), no process
-    started: its exit status and what it wrote, as `bench` gives them. The command lifts the open-files limit;
-    this process gets its own back. What the command raises (`SystemExit` with its one-line refusal, which
-    Python writes to stderr exiting 1) is raised here."""
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        capsys.readouterr()
-        limit = resource.getrlimit(resource.RLIMIT_NOFILE)
-        try:
-            status = cli.main(list(args))
-        finally:
-            resource.setrlimit(resource.RLIMIT_NOFILE, limit)
-        said = capsys.readouterr()
-        return subprocess.CompletedProcess(["rooms-bench", *args], status, said.out, said.err)
 
     return run
 
