@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from mcp.client.streamable_http import streamable_http_client
 from openenv.core.mcp_client import MCPToolClient
 
 WORKERS = 2
+SESSIONS_AT_ONCE = 4  # opened together, so that a worker busy with one leaves the next to another
 TOKEN = "secret123"
 AUTHORIZATION = {"Authorization": f"Bearer {TOKEN}"}
 SERVER_START_S = 90.0  # each worker imports OpenEnv: seconds on a busy machine
@@ -384,22 +386,28 @@ def assert_session_not_found(response: httpx.Response) -> None:
     assert "session not found" in response.text.lower(), response.text
 
 
-def sessions_on_every_worker(server: Server, each: int = 2, most: int = 40) -> dict[int, list[RawSession]]:
-    """Sessions opened one by one (each has stepped once) until every worker owns `each`: worker pid → sessions."""
+def sessions_on_every_worker(server: Server, each: int = 2, batches: int = 10) -> dict[int, list[RawSession]]:
+    """Sessions opened a few at once (each has stepped once), so that a busy worker leaves the next connection to
+    another, until every worker owns `each`: worker pid → sessions. A session's owner is the pid its id is tagged
+    with, and /capacity must count each worker's sessions alike."""
     owned: dict[int, list[RawSession]] = {}
-    before: dict[int, int] = {}  # a server that holds no session yet
-    for _ in range(most):
-        session = RawSession(server.mcp_url)
-        session.open()
-        assert echoed_step(session.echo("hello")) == 1
-        after = per_worker(server)
-        [owner] = [pid for pid, count in after.items() if count == before.get(pid, 0) + 1]
-        owned.setdefault(owner, []).append(session)
-        before = after
-        if len(owned) == WORKERS and all(len(sessions) >= each for sessions in owned.values()):
-            return owned
-    counts = {pid: len(sessions) for pid, sessions in owned.items()}
-    raise AssertionError(f"{most} sessions did not reach every worker (pid → sessions): {counts}")
+    counts: dict[int, int] = {}
+    with ThreadPoolExecutor(max_workers=SESSIONS_AT_ONCE) as pool:
+        for _ in range(batches):
+            for session in pool.map(lambda _: opened_and_stepped(server), range(SESSIONS_AT_ONCE)):
+                owned.setdefault(int(session.session_id.split(".")[-2]), []).append(session)
+            counts = {pid: len(sessions) for pid, sessions in owned.items()}
+            assert per_worker(server) == counts, f"/capacity's workers against the sessions' tags: {counts}"
+            if len(owned) == WORKERS and all(len(sessions) >= each for sessions in owned.values()):
+                return owned
+    raise AssertionError(f"{batches} batches of sessions did not reach every worker (pid → sessions): {counts}")
+
+
+def opened_and_stepped(server: Server) -> RawSession:
+    session = RawSession(server.mcp_url)
+    session.open()
+    assert echoed_step(session.echo("hello")) == 1
+    return session
 
 
 def wait_gone(pid: int, parent: int) -> None:
