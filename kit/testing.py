@@ -53,9 +53,10 @@ class OnLoopback:
 class InProcessServer(OnLoopback):
     """`app` served by uvicorn in a thread of this process, on a free port, with the `server` command's WebSocket
     options from `settings` (a `Settings`): the server as tests of the app and its clients need it, without a
-    process to start. Tests of the process itself (workers, signals, imports, log) start one instead."""
+    process to start. Tests of the process itself (workers, signals, imports, log) start one instead. `options`
+    are more of uvicorn's (`ssl_certfile`, say)."""
 
-    def __init__(self, app: Any, settings: Any, timeout: float = 60) -> None:
+    def __init__(self, app: Any, settings: Any, timeout: float = 60, **options: Any) -> None:
         import uvicorn
 
         self.port = free_port()
@@ -70,6 +71,7 @@ class InProcessServer(OnLoopback):
             ws_ping_timeout=settings.ws_ping_timeout_s,
             log_level="warning",
             timeout_graceful_shutdown=3,
+            **options,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -7,10 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +18,7 @@ from typing import Any
 
 import pytest
 import requests
+import trustme
 from openenv.core.client_types import StepResult
 from openenv.core.env_server.types import State
 from websockets.asyncio.server import ServerConnection
@@ -38,7 +36,6 @@ from tests.conftest import (
     ServerFactory,
     SharedServers,
     free_port,
-    require,
     wait_for,
     wait_until_healthy,
     websockets_server,
@@ -337,25 +334,6 @@ def test_server_restart_mid_episode(server_factory: ServerFactory) -> None:
         assert state.episode_id != old.episode_id, form
 
 
-def uvicorn_command(port: int, *options: str) -> list[str]:
-    """Rooms served by uvicorn's own command line, for settings the `server` script keeps fixed.
-
-    It serves the app the `server` command serves (without Gradio, whose import is most of a start)."""
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "rooms.kit.command:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--ws",
-        "websockets-sansio",
-        *options,
-    ]
-
-
 @pytest.fixture
 def pinging_server(shared_server: SharedServers) -> InProcessServer:
     """A server that pings every 0.2 s and drops a socket that leaves a ping unanswered for 1 s."""
@@ -413,50 +391,35 @@ def test_a_server_that_stops_answering_pings_is_left_for_a_new_session(freezable
 
 
 @pytest.fixture(scope="module")
-def tls_certificate(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A self-signed certificate for localhost, and its key next to it."""
-    require(shutil.which("openssl") is not None, "needs the `openssl` command to make a test certificate")
-    directory = tmp_path_factory.mktemp("tls")
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-            "-keyout",
-            str(directory / "key.pem"),
-            "-out",
-            str(directory / "cert.pem"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return directory / "cert.pem"
+def tls_authority() -> trustme.CA:
+    """A certificate authority of this test run only."""
+    return trustme.CA()
 
 
 @pytest.fixture(scope="module")
-def tls_server_url(tmp_path_factory: pytest.TempPathFactory, tls_certificate: Path) -> Iterator[str]:
-    """The https:// address of a server with the test certificate."""
-    factory = ServerFactory(tmp_path_factory.mktemp("tls-server"), cwd=ROOT)
-    port = free_port()
-    key = tls_certificate.with_name("key.pem")
-    factory(
-        command=uvicorn_command(port, "--ssl-certfile", str(tls_certificate), "--ssl-keyfile", str(key)),
-        port=port,
-        wait=False,
+def tls_certificate(tls_authority: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The authority's certificate, for clients to trust (`SSL_CERT_FILE`)."""
+    path = tmp_path_factory.mktemp("tls") / "authority.pem"
+    tls_authority.cert_pem.write_to_path(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tls_server_url(tls_authority: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The https:// address of a server in this process, its certificate for localhost issued by the authority."""
+    directory = tmp_path_factory.mktemp("tls-server")
+    issued = tls_authority.issue_cert("localhost")
+    certificate, key = directory / "cert.pem", directory / "key.pem"
+    issued.cert_chain_pems[0].write_to_path(str(certificate))
+    issued.private_key_pem.write_to_path(str(key))
+    server = InProcessServer(
+        create_app(RoomsEnvironment, RoomsAction, RoomsObservation, settings=Settings.from_env({})),
+        Settings.from_env({}),
+        ssl_certfile=str(certificate),
+        ssl_keyfile=str(key),
     )
-    url = f"https://localhost:{port}"
-    wait_until_healthy(url, verify=str(tls_certificate))
-    yield url
-    factory.stop_all()
+    yield f"https://localhost:{server.port}"
+    server.stop()
 
 
 @pytest.mark.parametrize("form", FORMS)
