@@ -73,6 +73,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 DOCKER_TEST_TIMEOUT_S = 1800
 DOCKER_ENGINE, DOCKER_BUILDS = "docker-engine", "docker-builds"  # the two groups of the Docker tests
+BROWSER = "browser"  # the group of the tests in Chromium
 # Markers of the tests that take tens of seconds or more.
 LONG_RUNNING = ("derive", "trl", "slow")
 
@@ -82,12 +83,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (`--dist loadgroup`), the tests that use the Docker engine run on two workers: one
     builds the Rooms image and runs its containers and the swarm ("docker-engine"), the other runs the tests
     that build images of their own ("docker-builds"). The base image they share is made once (`base_image`).
+    The tests in Chromium run on one worker ("browser"), one Chromium for each module's.
 
     pytest-xdist hands tests out in collection order, so the long ones go first (the Docker groups, then every
     module with a long test, whole, so its module fixtures are made once): no worker starts one while the
     others run out of work.
     """
     for item in items:
+        if item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.xdist_group(BROWSER))  # on one worker, so one Chromium serves a module
         if item.get_closest_marker("docker") or item.get_closest_marker("swarm"):
             fixtures = getattr(item, "fixturenames", ())
             builds_its_own = "base_image" in fixtures and "built_image" not in fixtures
@@ -471,9 +475,10 @@ CHROMIUM_ARGS = [  # headless on a machine with no outside network: no backgroun
 ]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Debian's Chromium, headless, driven by Playwright (never a downloaded browser)."""
+    """Debian's Chromium, headless, driven by Playwright (never a downloaded browser): one for a module's tests,
+    each of which opens pages in contexts of its own."""
     require(CHROMIUM.exists(), "needs Chromium at /usr/bin/chromium: as root, `apt-get install chromium`")
     from playwright.sync_api import sync_playwright
 
