@@ -362,6 +362,7 @@ def freezable_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveS
     factory.stop_all()
 
 
+@pytest.mark.xdist_group("freezable-server")  # its cases, on one pytest-xdist worker, share the server
 @pytest.mark.parametrize("form", FORMS)
 def test_a_server_that_stops_answering_pings_is_left_for_a_new_session(freezable_server: LiveServer, form: str) -> None:
     """Our keepalive gives up on a silent server; once it answers again, the next call opens a new session."""

@@ -38,6 +38,9 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from openenv.core.mcp_client import MCPToolClient
 
+# On one pytest-xdist worker: its tests share a server of 2 workers, and another wanting the token, made once.
+pytestmark = pytest.mark.xdist_group("mcp-workers")
+
 WORKERS = 2
 SESSIONS_AT_ONCE = 4  # opened together, so that a worker busy with one leaves the next to another
 TOKEN = "secret123"

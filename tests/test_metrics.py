@@ -29,6 +29,9 @@ from rooms.kit.testing import LiveServer, ServerFactory, free_port, server_comma
 from tests.conftest import ROOT, require, wait_for
 from tests.readme_blocks import readme_blocks
 
+# On one pytest-xdist worker: its tests share one server of 2 workers and one Prometheus, made once.
+pytestmark = pytest.mark.xdist_group("metrics")
+
 WORKERS = 2
 LIMIT = 3  # MAX_CONCURRENT_ENVS, per worker
 TIMEOUT_S = 4.0  # SESSION_TIMEOUT_S: the expired session's idle time

@@ -14,6 +14,9 @@ import pytest
 from tests.conftest import ROOT, require
 from tests.readme_blocks import layout_paths, readme_blocks
 
+# On one pytest-xdist worker: its tests read one built wheel, made once.
+pytestmark = pytest.mark.xdist_group("wheel")
+
 # __pycache__ holds a link to the root itself (for mypy): copied, it would never end.
 NOT_COPIED = shutil.ignore_patterns(".venv", ".git", "*.egg-info", "build", "dist", "__pycache__", ".*_cache")
 

@@ -21,6 +21,9 @@ from rooms import RoomsEnv
 from tests.conftest import ROOT, LiveServer, ServerFactory, require
 from tests.readme_blocks import Block, block_id, readme_blocks
 
+# On one pytest-xdist worker: its tests share one server, made once.
+pytestmark = pytest.mark.xdist_group("trl")
+
 EXAMPLE = ROOT / "examples" / "trl_grpo.py"
 MAX_CONCURRENT_ENVS = 8
 ROLLOUTS_PER_STEP = 4  # the smoke run: 2 prompts per step x 2 generations
