@@ -38,6 +38,7 @@ from rooms import RoomsAction, RoomsEnv, RoomsObservation
 from rooms.kit.access import AccessControl
 from rooms.kit.application import create_app
 from rooms.kit.client import AccessDenied
+from rooms.kit.command import main
 from rooms.kit.settings import Settings, SettingsError
 from rooms.server.rooms_environment import RoomsEnvironment
 from tests.conftest import (
@@ -396,10 +397,11 @@ def test_the_server_command_says_whether_access_is_open(server_factory: ServerFa
     assert TOKEN not in wait_for(all_logged, 30, lambda: f"the handshakes logged:\n{protected.log()}")
 
 
-def test_the_server_command_refuses_a_bad_token_setting(server_factory: ServerFactory) -> None:
-    server = server_factory(env={"ROOMS_API_TOKEN_FILE": "/nonexistent/token"}, wait=False)
-    assert server.process.wait(timeout=60) != 0
-    assert "server: ROOMS_API_TOKEN_FILE: cannot read the token from '/nonexistent/token'" in server.log()
+def test_the_server_command_refuses_a_bad_token_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROOMS_API_TOKEN_FILE", "/nonexistent/token")
+    with pytest.raises(SystemExit) as exited:
+        main([])
+    assert "server: ROOMS_API_TOKEN_FILE: cannot read the token from '/nonexistent/token'" in str(exited.value.code)
 
 
 def test_sync_client_with_the_token_and_its_new_session(token_server: InProcessServer) -> None:
