@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ROOT, InProcessServer, LiveServer, free_port, start_server
+from tests.conftest import ROOT, InProcessServer, Served, free_port, start_server
 from tests.readme_blocks import (
     KINDS,
     SMALL_SIZES,
@@ -83,12 +83,23 @@ def test_readme_starts_with_the_space_card_then_the_two_commands() -> None:
     ]
 
 
-@pytest.mark.parametrize("block", readme_blocks("live-server"), ids=block_id)
-def test_live_server_block(block: Block, live_server: InProcessServer, two_worker_server: LiveServer) -> None:
+def speaks_mcp(block: Block) -> bool:
+    return "/mcp" in block.code or "MCPToolClient" in block.code
+
+
+# The blocks of MCP run on one pytest-xdist worker, which starts `server --workers 2` for them once.
+LIVE_SERVER_BLOCKS = [
+    pytest.param(block, marks=[pytest.mark.xdist_group("two-worker-server")] if speaks_mcp(block) else [])
+    for block in readme_blocks("live-server")
+]
+
+
+@pytest.mark.parametrize("block", LIVE_SERVER_BLOCKS, ids=block_id)
+def test_live_server_block(block: Block, live_server: InProcessServer, request: pytest.FixtureRequest) -> None:
     """Each block against the default server; those of MCP against `server --workers 2`, whose workers
     hand each other their sessions' requests."""
     assert "http://localhost:8000" in block.code
-    server = two_worker_server if "/mcp" in block.code or "MCPToolClient" in block.code else live_server
+    server: Served = request.getfixturevalue("two_worker_server") if speaks_mcp(block) else live_server
     stdout = run_in_process(block.code.replace("http://localhost:8000", server.url))
     assert_prints_what_it_promises(block, stdout)
 
