@@ -229,7 +229,7 @@ class SharedServers:
     """In-process Rooms servers shared by the tests of a run (of one pytest-xdist worker): one per distinct
     settings. A test that needs a server with some settings, and does not stop it, takes it from here. It
     gets it holding no session, as a new one would: a server still holding sessions a few seconds after the
-    previous test ended is replaced.
+    previous test ended is replaced. (It asks /capacity with the server's token, when its settings set one.)
     """
 
     IDLE_WITHIN_S = 10.0
@@ -239,18 +239,20 @@ class SharedServers:
 
     def __call__(self, env: dict[str, str] | None = None) -> InProcessServer:
         key = frozenset((env or {}).items())
+        settings = settings_with(env)
         server = self.servers.get(key)
-        if server is None or not self.becomes_idle(server):
+        if server is None or not self.becomes_idle(server, settings.token()):
             if server is not None:
                 server.stop()
-            server = self.servers[key] = in_process_server(settings_with(env))
+            server = self.servers[key] = in_process_server(settings)
         return server
 
-    def becomes_idle(self, server: InProcessServer) -> bool:
+    def becomes_idle(self, server: InProcessServer, token: str | None = None) -> bool:
         deadline = time.monotonic() + self.IDLE_WITHIN_S
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         while server.thread.is_alive():
             try:
-                if requests.get(f"{server.url}/capacity", timeout=5).json()["active_sessions"] == 0:
+                if requests.get(f"{server.url}/capacity", headers=headers, timeout=5).json()["active_sessions"] == 0:
                     return True
             except requests.RequestException:
                 return False

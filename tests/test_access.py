@@ -47,9 +47,9 @@ from tests.conftest import (
     LiveServer,
     Served,
     ServerFactory,
+    SharedServers,
     docker,
     free_port,
-    in_process_server,
     settings_with,
     wait_for,
     wait_until_healthy,
@@ -307,34 +307,16 @@ async def test_without_the_denial_extension_a_handshake_is_closed_before_it_is_a
 # --- live servers: the real handshake, session slots, every client form ---------------------------
 
 
-@contextmanager
-def served(env: dict[str, str]) -> Iterator[InProcessServer]:
-    """A Rooms server with the settings `env` gives, in this process, stopped afterwards."""
-    server = in_process_server(settings_with(env))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def capacity(server: Served) -> dict[str, int]:
     answer: dict[str, int] = requests.get(f"{server.url}/capacity", headers=BEARER, timeout=10).json()
     return answer
 
 
-# Not `shared_server`'s: it asks a server it hands out for /capacity without a token.
-@pytest.fixture(scope="module")
-def module_token_server() -> Iterator[InProcessServer]:
-    with served({"ROOMS_API_TOKEN": TOKEN, "MAX_CONCURRENT_ENVS": "2"}) as server:
-        yield server
-
-
 @pytest.fixture
-def token_server(module_token_server: InProcessServer) -> InProcessServer:
+def token_server(shared_server: SharedServers) -> InProcessServer:
     """A server that wants TOKEN and holds two sessions at most: a slot taken by a refusal would show. Served
-    in this process, for the module; a test gets it holding no session (a closed one's slot frees a moment later)."""
-    wait_for(lambda: capacity(module_token_server)["active_sessions"] == 0, 30, "the previous test's sessions closed")
-    return module_token_server
+    in this process; a test gets it holding no session."""
+    return shared_server({"ROOMS_API_TOKEN": TOKEN, "MAX_CONCURRENT_ENVS": "2"})
 
 
 REFUSED_HANDSHAKES = [
@@ -536,9 +518,8 @@ def test_the_failover_bench_sends_the_token_from_its_file(
 
 
 @pytest.fixture
-def web_token_server() -> Iterator[InProcessServer]:
-    with served({"ENABLE_WEB_INTERFACE": "true", "ROOMS_API_TOKEN": TOKEN}) as server:
-        yield server
+def web_token_server(shared_server: SharedServers) -> InProcessServer:
+    return shared_server({"ENABLE_WEB_INTERFACE": "true", "ROOMS_API_TOKEN": TOKEN})
 
 
 @pytest.mark.browser
