@@ -173,13 +173,20 @@ def socket_client(path: Path) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://worker", timeout=None)
 
 
+PEER_START_S = 30.0  # the most a worker waits for its own socket to listen before it takes requests
+
+
 async def answering(server: PeerServer, path: Path) -> None:
     """Until the worker's socket at `path` listens and has answered one request, the worker's own. httpx, httpcore
     and anyio finish their setup (imports) at their first request: done here, as the worker starts (it takes requests
     only after), it does not hold up the worker's first hand-over, its event loop blocked meanwhile. (On a busy
     machine that was long enough for a new session's GET stream, handed over, to reach its owner only after the
     session ended.)"""
-    await server.listening.wait()
+    with anyio.move_on_after(PEER_START_S) as waited:
+        await server.listening.wait()
+    if waited.cancelled_caught:
+        logging.getLogger("uvicorn.error").warning("The worker's socket %s does not listen yet", path)
+        return
     async with socket_client(path) as client:
         try:
             await client.get("/health", timeout=30)  # any answer will do
