@@ -39,6 +39,7 @@ from tests.hostile_clients import (
     openenv_rpc,
     raw_request,
     receive,
+    running_server,
     start_server,
     step_frame,
     ws_open,
@@ -54,6 +55,8 @@ SMALL_REPLY_BYTES = 4096  # an error reply quotes at most ~200 characters of its
 STALL_S = 1.0  # the bound issue 25 sets on /health and on other sessions' steps during an attack
 EVENTUALLY_S = 60.0  # what must happen eventually, polled until then
 IDLE_TIMEOUT = {"SESSION_TIMEOUT_S": "2"}
+# What the tests of sessions without a connection, of the idle rule and of every door share.
+HOSTILE_SETTINGS = {"MAX_CONCURRENT_ENVS": "8", "ROOMS_HEADER_TIMEOUT_S": "2", **IDLE_TIMEOUT}
 
 ServerFactory = Callable[..., Server]
 
@@ -71,6 +74,34 @@ def servers(tmp_path: Path) -> Iterator[ServerFactory]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def module_default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(tmp_path_factory.mktemp("default-server")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def module_hostile_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(tmp_path_factory.mktemp("hostile-server"), HOSTILE_SETTINGS) as server:
+        yield server
+
+
+# The tests that share a server check what holds whatever ran before them on it: they measure growth
+# rather than totals, and they leave no session behind.
+@pytest.fixture
+def default_server(module_default_server: Server) -> Server:
+    """The module's `server` with the default settings, once it holds no session."""
+    wait_until_no_session(module_default_server)
+    return module_default_server
+
+
+@pytest.fixture
+def hostile_server(module_hostile_server: Server) -> Server:
+    """The module's `server` with `HOSTILE_SETTINGS`, once it holds no session."""
+    wait_until_no_session(module_hostile_server)
+    return module_hostile_server
 
 
 # --- small helpers ------------------------------------------------------------------------------
@@ -215,10 +246,10 @@ def test_oversized_session_ids_leave_the_memory_as_it_was(servers: ServerFactory
 # --- 2. amplification ------------------------------------------------------------------------------
 
 
-def test_an_amplified_body_is_refused_cheaply_on_step_and_ws(servers: ServerFactory) -> None:
+def test_an_amplified_body_is_refused_cheaply_on_step_and_ws(default_server: Server) -> None:
     # Today: POST /step is answered 200 (three at once: /health stalled ~9 s); on /ws, /health stalls
     # ~7 s and the error frame echoes the 12.6 MB input back (16.8 MB).
-    server = servers()
+    server = default_server
     body = amplified(b'{"action":{"message":"hi"},"pad":[', b"]}")
     assert len(body) < MAX_PAYLOAD_BYTES  # within the byte limit: only the element bound refuses it
     with HealthPoller(server) as health, ThreadPoolExecutor(3) as pool:
@@ -259,10 +290,10 @@ def test_an_amplified_body_is_refused_cheaply_on_step_and_ws(servers: ServerFact
 # --- 3. slots held with no connection; simple cross-site requests -----------------------------------
 
 
-def test_sessions_without_a_connection_are_freed_and_non_json_bodies_are_refused(servers: ServerFactory) -> None:
+def test_sessions_without_a_connection_are_freed_and_non_json_bodies_are_refused(hostile_server: Server) -> None:
     # Today: the slots are freed (OpenEnv's reaper), but a text/plain POST /mcp is answered 200 and
     # creates a session (a page on any site can send it without a preflight); text/plain /step gets 422.
-    server = servers(MAX_CONCURRENT_ENVS="8", **IDLE_TIMEOUT)
+    server = hostile_server
     created = [openenv_rpc(server, "openenv/session/create") for _ in range(8)]
     assert all("session_id" in answer.get("result", {}) for answer in created), created
     assert "error" in openenv_rpc(server, "openenv/session/create"), "a 9th session under a limit of 8"
@@ -346,10 +377,10 @@ def test_one_limit_counts_every_door(servers: ServerFactory) -> None:
 # --- 5. one idle rule, and an ended session is ended for real ----------------------------------------
 
 
-def test_idle_sessions_of_every_door_are_ended(servers: ServerFactory) -> None:
+def test_idle_sessions_of_every_door_are_ended(hostile_server: Server) -> None:
     # Today: the idle /ws session gets no frame and its socket stays open (no SESSION_EXPIRED within 30 s);
     # past that, /capacity never says 0 (standard MCP sessions are not reaped).
-    server = servers(MAX_CONCURRENT_ENVS="8", **IDLE_TIMEOUT)
+    server = hostile_server
     with contextlib.ExitStack() as stack:
         ws = stack.enter_context(ws_open(server))
         exchange(ws, {"type": "reset", "data": {}})
@@ -438,10 +469,10 @@ def test_an_ended_session_never_keeps_working(servers: ServerFactory) -> None:
 # --- 6. one bad tool call ---------------------------------------------------------------------------
 
 
-def test_a_huge_bad_tool_call_is_refused_without_stalling_others_or_filling_the_log(servers: ServerFactory) -> None:
+def test_a_huge_bad_tool_call_is_refused_without_stalling_others_or_filling_the_log(default_server: Server) -> None:
     # Today: another session's step waits 3-4 s (each 2 M-character call takes that long), and the log
     # grows by ~14 MB (FastMCP logs the whole rejected input).
-    server = servers()
+    server = default_server
     too_long = "a" * (2 * MAX_MESSAGE_LENGTH)
     standard = StandardMcp(server)
     assert standard.initialize().status_code == 200  # the transport started before the clock runs
@@ -471,9 +502,9 @@ def test_a_huge_bad_tool_call_is_refused_without_stalling_others_or_filling_the_
 # --- 7. a valid message at every door -----------------------------------------------------------------
 
 
-def test_a_4_mib_emoji_message_is_accepted_at_every_door(servers: ServerFactory) -> None:
+def test_a_4_mib_emoji_message_is_accepted_at_every_door(default_server: Server) -> None:
     # Today: the standard MCP transport answers 413 (mcp's own 4 MiB body limit).
-    server = servers()
+    server = default_server
     message = "😀" * MAX_MESSAGE_LENGTH  # 4 MiB of UTF-8, the longest message the model allows
     reward = MAX_MESSAGE_LENGTH / 10
 
@@ -510,10 +541,10 @@ def test_a_4_mib_emoji_message_is_accepted_at_every_door(servers: ServerFactory)
 # --- 8. nesting -------------------------------------------------------------------------------------
 
 
-def test_deep_nesting_gets_typed_errors_and_the_session_goes_on(servers: ServerFactory) -> None:
+def test_deep_nesting_gets_typed_errors_and_the_session_goes_on(default_server: Server) -> None:
     # Today: a frame nested 254 deep ends the /ws session (SESSION_ERROR "Maximum serialization depth
     # exceeded"); POST /mcp nested 100,000 deep answers 500.
-    server = servers()
+    server = default_server
     with ws_open(server) as ws:
         exchange(ws, {"type": "reset", "data": {}})
         for step, depth in enumerate([254, 600, 980], start=1):
@@ -630,9 +661,9 @@ def test_a_32_mb_header_is_refused_before_it_is_read(servers: ServerFactory) -> 
 # --- every door's normal path, under these settings ------------------------------------------------
 
 
-def test_every_door_still_works_under_the_hostile_settings(servers: ServerFactory) -> None:
+def test_every_door_still_works_under_the_hostile_settings(hostile_server: Server) -> None:
     # Today: passes (the guard against the fixes above breaking a normal client).
-    server = servers(MAX_CONCURRENT_ENVS="8", ROOMS_HEADER_TIMEOUT_S="2", **IDLE_TIMEOUT)
+    server = hostile_server
     with ws_open(server) as ws:
         assert exchange(ws, {"type": "reset", "data": {}})["data"]["observation"]["echoed_message"]
         rewards = [exchange(ws, step_frame(message))["data"]["reward"] for message in ["Hi", "Hello, World!", ""]]
