@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -54,11 +54,13 @@ MAX_PAYLOAD_BYTES = 12 * 1_048_576 + 64 * 1024  # ROOMS_MAX_PAYLOAD_BYTES' defau
 SMALL_REPLY_BYTES = 4096  # an error reply quotes at most ~200 characters of its input
 STALL_S = 1.0  # the bound issue 25 sets on /health and on other sessions' steps during an attack
 EVENTUALLY_S = 60.0  # what must happen eventually, polled until then
-IDLE_TIMEOUT = {"SESSION_TIMEOUT_S": "2"}
+IDLE_TIMEOUT_S = 2
+IDLE_TIMEOUT = {"SESSION_TIMEOUT_S": str(IDLE_TIMEOUT_S)}
 # What the tests of sessions without a connection, of the idle rule and of every door share.
 HOSTILE_SETTINGS = {"MAX_CONCURRENT_ENVS": "8", "ROOMS_HEADER_TIMEOUT_S": "2", **IDLE_TIMEOUT}
 
 ServerFactory = Callable[..., Server]
+Outcome = TypeVar("Outcome")
 
 
 @pytest.fixture
@@ -150,6 +152,18 @@ def active(server: Server) -> int:
 
 def wait_until_no_session(server: Server) -> None:
     wait_for(lambda: active(server) == 0, EVENTUALLY_S, "/capacity says no session is held", every_s=0.25)
+
+
+def within_the_idle_timeout(server: Server, attempt: Callable[[], Outcome]) -> Outcome:
+    """What `attempt()` returns from a run shorter than the idle timeout, so that no session it opened expired
+    meanwhile: a slower run (a busy machine) proves nothing and is made again once the server holds no session."""
+    for _ in range(3):
+        started = time.monotonic()
+        outcome = attempt()
+        if time.monotonic() - started < IDLE_TIMEOUT_S:
+            return outcome
+        wait_until_no_session(server)
+    pytest.fail(f"three runs each took longer than the {IDLE_TIMEOUT_S} s idle timeout: the machine is too busy")
 
 
 def tool_result_refused(response: httpx.Response, answer: dict[str, Any] | None) -> bool:
@@ -294,11 +308,18 @@ def test_sessions_without_a_connection_are_freed_and_non_json_bodies_are_refused
     # Today: the slots are freed (OpenEnv's reaper), but a text/plain POST /mcp is answered 200 and
     # creates a session (a page on any site can send it without a preflight); text/plain /step gets 422.
     server = hostile_server
-    created = [openenv_rpc(server, "openenv/session/create") for _ in range(8)]
+
+    def fill_then_ask_for_more() -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any] | None]:
+        with ThreadPoolExecutor(8) as pool:
+            created = list(pool.map(lambda _: openenv_rpc(server, "openenv/session/create"), range(8)))
+        ninth = openenv_rpc(server, "openenv/session/create")
+        with ws_open(server) as ws:
+            return created, ninth, first_answer(ws, {"type": "reset", "data": {}})
+
+    created, ninth, on_ws = within_the_idle_timeout(server, fill_then_ask_for_more)
     assert all("session_id" in answer.get("result", {}) for answer in created), created
-    assert "error" in openenv_rpc(server, "openenv/session/create"), "a 9th session under a limit of 8"
-    with ws_open(server) as ws:
-        assert error_code(first_answer(ws, {"type": "reset", "data": {}})) == "CAPACITY_REACHED"
+    assert "error" in ninth, "a 9th session under a limit of 8"
+    assert error_code(on_ws) == "CAPACITY_REACHED", on_ws
 
     wait_until_no_session(server)  # idle for SESSION_TIMEOUT_S: no connection holds them
     with ws_open(server) as ws:
@@ -452,11 +473,14 @@ def test_an_ended_session_never_keeps_working(servers: ServerFactory) -> None:
             assert exchange(ws, step_frame("old"))["type"] == "observation"
         wait_until_no_session(server)  # all four idle past SESSION_TIMEOUT_S
 
-        new = [stack.enter_context(ws_open(server)) for _ in range(4)]
-        for ws in new:
-            assert exchange(ws, step_frame("new"))["type"] == "observation", "a new session did not fit"
-        with ws_open(server) as fifth:
-            assert error_code(first_answer(fifth, step_frame("fifth"))) == "CAPACITY_REACHED"
+        def fill_then_ask_for_a_fifth() -> dict[str, Any] | None:
+            new = [stack.enter_context(ws_open(server)) for _ in range(4)]
+            for ws in new:
+                assert exchange(ws, step_frame("new"))["type"] == "observation", "a new session did not fit"
+            with ws_open(server) as fifth:
+                return first_answer(fifth, step_frame("fifth"))
+
+        assert error_code(within_the_idle_timeout(server, fill_then_ask_for_a_fifth)) == "CAPACITY_REACHED"
         stepped = []
         for ws in old:
             with contextlib.suppress(ConnectionClosed):
