@@ -159,7 +159,11 @@ def test_push_bundle_builds_and_serves_the_web_interface(
     [_, upload] = staged_push("openenv push")
     bundle = upload["bundle"]
     image = "rooms-space-bundle:test"
-    docker("build", "-t", image, str(bundle), timeout=1800)
+    # With the CLI on PATH, as the README's `docker build` and `openenv build` run it: a context sent by another
+    # CLI hashes differently, so the bundle would not share their dependency layer and would build it again.
+    build = [shutil.which("docker") or "docker", "build", "-t", image, str(bundle)]
+    built = subprocess.run(build, capture_output=True, text=True, timeout=1800)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     try:
         with running_container(image) as container:
             assert requests.get(f"{container.url}/web/").status_code == 200
