@@ -1,8 +1,7 @@
 """Live Rooms servers, started as in production, and the clients tests/test_hostile.py plays with.
 
-Self-contained on purpose (pytest, httpx, websockets and the standard library only): it starts the
-`server` console script of this interpreter's environment, so that moving the package's modules
-around changes nothing here.
+It starts the `server` console script of this interpreter's environment, so that moving the package's
+modules around changes nothing here; ports and addresses are the kit's (`rooms.kit.testing`).
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ import httpx
 import psutil
 from websockets.sync.client import ClientConnection, connect
 
-from rooms.kit.testing import OnLoopback
+from rooms.kit.testing import OnLoopback, free_port
 from tests.conftest import wait_for
 
 # Settings a developer's shell may hold that would change what a test's server does.
@@ -35,14 +34,6 @@ SETTINGS = ("MAX_CONCURRENT_ENVS", "SESSION_TIMEOUT_S", "ENABLE_WEB_INTERFACE", 
 START_TIMEOUT_S = 90.0
 MCP_ACCEPT = "application/json, text/event-stream"
 MCP_PROTOCOL_VERSION = "2025-06-18"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def server_script() -> str:
