@@ -114,10 +114,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # summed in the run's summary: the suite keeps that number small by serving the app in process.
 PROCESS_EVENTS = frozenset({"subprocess.Popen", "os.posix_spawn", "os.fork", "os.exec"})
 running_test: list[pytest.Item] = []
+# The threads running when the current test began, but the main one: what they start is not the test's doing.
+threads_before_the_test: set[threading.Thread] = set()
 
 
 def note_started_process(event: str, args: tuple[object, ...]) -> None:
-    if event in PROCESS_EVENTS:
+    if event in PROCESS_EVENTS and threading.current_thread() not in threads_before_the_test:
         if running_test:
             running_test[-1].stash[STARTED_A_PROCESS] = True
         PROCESS_FIXTURES.update(fixtures_being_set_up)
@@ -133,6 +135,8 @@ sys.addaudithook(note_started_process)
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     running_test.append(item)
+    threads_before_the_test.clear()
+    threads_before_the_test.update(set(threading.enumerate()) - {threading.main_thread()})
     try:
         return (yield)
     finally:
