@@ -46,6 +46,17 @@ __all__ = [
 ]  # fmt: skip
 
 ROOT = Path(__file__).resolve().parents[1]
+# What a copy of the checkout leaves out: its virtual environment, git's data, and what builds and tools write
+# (__pycache__ holds a link to the root itself, for mypy: copied, it would never end).
+NOT_COPIED = shutil.ignore_patterns(".venv", ".git", "*.egg-info", "build", "dist", "__pycache__", ".*_cache")
+
+
+def copy_of_the_checkout(target: Path) -> Path:
+    """The checkout's sources copied to `target`, as a fresh clone has them (with any uncommitted edit)."""
+    shutil.copytree(ROOT, target, ignore=NOT_COPIED)
+    return target
+
+
 T = TypeVar("T")
 
 

@@ -11,14 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, require
+from tests.conftest import ROOT, copy_of_the_checkout, require
 from tests.readme_blocks import layout_paths, readme_blocks
 
 # On one pytest-xdist worker: its tests read one built wheel, made once.
 pytestmark = pytest.mark.xdist_group("wheel")
-
-# __pycache__ holds a link to the root itself (for mypy): copied, it would never end.
-NOT_COPIED = shutil.ignore_patterns(".venv", ".git", "*.egg-info", "build", "dist", "__pycache__", ".*_cache")
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +24,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     uv = shutil.which("uv")
     require(uv is not None, "needs uv on PATH: https://docs.astral.sh/uv/")
     assert uv is not None
-    source = tmp_path_factory.mktemp("source") / "rooms"
-    shutil.copytree(ROOT, source, ignore=NOT_COPIED)
+    source = copy_of_the_checkout(tmp_path_factory.mktemp("source") / "rooms")
     out = tmp_path_factory.mktemp("dist")
     result = subprocess.run(
         [uv, "build", "--wheel", "--out-dir", str(out), str(source)], capture_output=True, text=True, timeout=600
