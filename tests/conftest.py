@@ -94,7 +94,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (`--dist loadgroup`), the tests that use the Docker engine run on two workers: one
     builds the Rooms image and runs its containers and the swarm ("docker-engine"), the other runs the tests
     that build images of their own ("docker-builds"). The base image they share is made once (`base_image`).
-    The tests in Chromium run on one worker ("browser"), one Chromium for each module's.
+    The tests in Chromium run on one worker ("browser"), one Chromium at a time (tests/test_web.py shares one).
 
     pytest-xdist hands tests out in collection order, so the long ones go first (the Docker groups, then every
     module with a long test, whole, so its module fixtures are made once): no worker starts one while the
@@ -102,7 +102,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """
     for item in items:
         if item.get_closest_marker("browser"):
-            item.add_marker(pytest.mark.xdist_group(BROWSER))  # on one worker, so one Chromium serves a module
+            item.add_marker(pytest.mark.xdist_group(BROWSER))  # on one worker: one Chromium at a time
         if item.get_closest_marker("docker") or item.get_closest_marker("swarm"):
             fixtures = getattr(item, "fixturenames", ())
             builds_its_own = "base_image" in fixtures and "built_image" not in fixtures
@@ -492,16 +492,25 @@ CHROMIUM_ARGS = [  # headless on a machine with no outside network: no backgroun
 ]
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Debian's Chromium, headless, driven by Playwright (never a downloaded browser): one for a module's tests,
-    each of which opens pages in contexts of its own."""
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright (never a downloaded browser)."""
     require(CHROMIUM.exists(), "needs Chromium at /usr/bin/chromium: as root, `apt-get install chromium`")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
-            yield chromium
+            yield browser
         finally:
-            chromium.close()
+            browser.close()
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """A Chromium for one test, which opens pages in contexts of its own.
+
+    Not for longer in a module of other tests: Playwright's sync API runs an event loop in this thread until
+    it stops, and meanwhile any `asyncio.run` fails ("cannot be called from a running event loop")."""
+    with chromium() as browser:
+        yield browser

@@ -9,7 +9,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Dialog, Page
 
-from tests.conftest import InProcessServer, ServerFactory, SharedServers, console_script, free_port
+from tests.conftest import InProcessServer, ServerFactory, SharedServers, chromium, console_script, free_port
 
 pytestmark = pytest.mark.browser
 
@@ -19,6 +19,13 @@ HOSTILE_MESSAGE = "<img src=x onerror=alert(1)>"
 @pytest.fixture
 def web_server(shared_server: SharedServers) -> InProcessServer:
     return shared_server(env={"ENABLE_WEB_INTERFACE": "true"})
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One Chromium for this module's tests, every one of which is in a browser (conftest's is for one test)."""
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture
