@@ -133,7 +133,9 @@ def note_started_process(event: str, args: tuple[object, ...]) -> None:
     if event in PROCESS_EVENTS and threading.current_thread() not in threads_before_the_test:
         if running_test:
             running_test[-1].stash[STARTED_A_PROCESS] = True
-        PROCESS_FIXTURES.update(fixtures_being_set_up)
+        # pytest sets fixtures up in the main thread: a start in another thread meanwhile is not their doing.
+        if threading.current_thread() is threading.main_thread():
+            PROCESS_FIXTURES.update(fixtures_being_set_up)
 
 
 STARTED_A_PROCESS = pytest.StashKey[bool]()
