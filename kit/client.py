@@ -41,7 +41,7 @@ from openenv.core.env_server.mcp_types import (
 from openenv.core.env_server.types import Action, Observation, State, WSErrorCode
 from openenv.core.sync_client import SyncEnvClient
 from openenv.core.utils import convert_to_ws_url, hf_space_subdomain
-from pydantic_core import from_json
+from pydantic_core import from_json, to_json
 from websockets.asyncio.client import ClientConnection as AsyncConnection
 from websockets.asyncio.client import connect as connect_async
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -182,8 +182,9 @@ class Tether:
         self.connection: object | None = None
         self.lost: str | None = None
 
-    def opens_new(self, socket: object | None, is_open: bool, resetting: bool, url: str) -> bool:
-        """Whether the call must open a new connection first; `SessionLost` if it may not."""
+    def opens_new(self, socket: object | None, is_open: bool, resetting: bool, url: Callable[[], str]) -> bool:
+        """Whether the call must open a new connection first; `SessionLost` (for the session at `url()`) if it
+        may not."""
         if socket is not None and socket is self.connection and is_open:
             return False
         if self.connection is None:
@@ -196,7 +197,7 @@ class Tether:
             )
         if resetting:
             return True
-        raise SessionLost(url, self.lost)
+        raise SessionLost(url(), self.lost)
 
     def bind(self, socket: object) -> None:
         """The session is now `socket`'s."""
@@ -347,7 +348,7 @@ class TypedEnvClient(EnvClient[ActT, ObsT, StateT]):
         loop = asyncio.get_running_loop()
         socket = self.socket if self.socket_loop is loop else None
         is_open = socket is not None and socket.state is SocketState.OPEN
-        if not self.tether.opens_new(socket, is_open, resetting, self.ws_url()):
+        if not self.tether.opens_new(socket, is_open, resetting, self.ws_url):
             assert socket is not None
             return socket
         if self.socket is not None:
@@ -376,7 +377,7 @@ class TypedEnvClient(EnvClient[ActT, ObsT, StateT]):
             timeout_s = self.arguments["message_timeout_s"]
             try:
                 with suppress(ConnectionClosed):  # a refused session sends its error frame, then closes
-                    await socket.send(json.dumps(message))
+                    await socket.send(to_json(message).decode())
                 reply = await asyncio.wait_for(socket.recv(decode=False), timeout=timeout_s)
             except ConnectionClosed as closed:
                 self.socket = None
@@ -390,12 +391,13 @@ class TypedEnvClient(EnvClient[ActT, ObsT, StateT]):
                 self.tether.lose(self.ws_url(), CANCELLED)
                 raise
             response = from_json(reply)
+            if response.get("type") == "error":
 
-            def drop() -> None:
-                self.socket = None
-                self.close_later(socket)
+                def drop() -> None:
+                    self.socket = None
+                    self.close_later(socket)
 
-            self.check_reply(response, drop)
+                self.check_reply(response, drop)
         return parse(response.get("data", {}))
 
     def check_reply(self, response: dict[str, Any], drop: Callable[[], Any]) -> None:
@@ -602,7 +604,7 @@ class SyncClient(SyncEnvClient[ActT, ObsT, StateT]):
     def _session_socket(self, resetting: bool) -> ClientConnection:
         socket = self._socket
         is_open = socket is not None and socket.state is SocketState.OPEN
-        if not self.client.tether.opens_new(socket, is_open, resetting, self.client.ws_url()):
+        if not self.client.tether.opens_new(socket, is_open, resetting, self.client.ws_url):
             assert socket is not None
             return socket
         if socket is not None:
@@ -617,33 +619,34 @@ class SyncClient(SyncEnvClient[ActT, ObsT, StateT]):
         return self._socket
 
     def _request(self, message: dict[str, Any]) -> dict[str, Any]:
-        tether, url = self.client.tether, self.client.ws_url()
         with self._one_call_at_a_time:
             socket = self._session_socket(resetting=message["type"] == "reset")
             timeout_s = self.client.arguments["message_timeout_s"]
             try:
                 with suppress(ConnectionClosed):  # a refused session sends its error frame, then closes
-                    socket.send(json.dumps(message))
+                    socket.send(to_json(message).decode())
                 reply = socket.recv(timeout=timeout_s, decode=False)
             except ConnectionClosed as closed:
                 self._socket = None
-                raise tether.lose(url, why_closed(socket.close_code, socket.close_reason)) from closed
+                why = why_closed(socket.close_code, socket.close_reason)
+                raise self.client.tether.lose(self.client.ws_url(), why) from closed
             except BaseException as error:
                 # A late reply must never be read as the answer to the next request: drop the connection.
                 self._socket = None
                 threading.Thread(target=socket.close, daemon=True).start()
                 if isinstance(error, TimeoutError):
-                    tether.lose(url, timed_out(timeout_s))
+                    self.client.tether.lose(self.client.ws_url(), timed_out(timeout_s))
                     raise TimeoutError(f"No reply within {timeout_s} s") from None
-                tether.lose(url, CANCELLED)
+                self.client.tether.lose(self.client.ws_url(), CANCELLED)
                 raise
             response = from_json(reply)
+            if response.get("type") == "error":
 
-            def drop() -> None:
-                self._socket = None
-                threading.Thread(target=socket.close, daemon=True).start()
+                def drop() -> None:
+                    self._socket = None
+                    threading.Thread(target=socket.close, daemon=True).start()
 
-            self.client.check_reply(response, drop)
+                self.client.check_reply(response, drop)
         data: dict[str, Any] = response.get("data", {})
         return data
 
