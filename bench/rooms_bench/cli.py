@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from rooms.kit.testing import LiveServer
-from rooms_bench import capacity, failover, layers, mcp_calls, metrics_cost, startup
+from rooms_bench import bound, capacity, failover, layers, mcp_calls, metrics_cost, startup
 from rooms_bench.compare import (
     COLD_START_ROUNDS,
     Contender,
@@ -57,6 +57,7 @@ class Subcommand:
 
 # Subcommands beside the default measurement.
 SUBCOMMANDS: dict[str, Subcommand] = {
+    "bound": Subcommand(bound.HELP, bound.add_arguments, bound.run),
     "capacity": Subcommand(capacity.HELP, capacity.add_arguments, capacity.run),
     "failover": Subcommand(failover.HELP, failover.add_arguments, failover.run),
     "layers": Subcommand(layers.HELP, layers.add_arguments, layers.run),
