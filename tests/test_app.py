@@ -120,8 +120,9 @@ def test_capacity_error_names_the_limit(shared_server: SharedServers) -> None:
 
 
 def _start_commands(port: int) -> dict[str, list[str]]:
+    """The ways to start the server that no server-command block of the docs shows (those run as written:
+    tests/test_readme.py), and OpenEnv's (`uv run --project`, as its `UVProvider` starts a project)."""
     return {
-        "uv run server": ["uv", "run", "server", "--host", "127.0.0.1", "--port", str(port)],
         "uv run --project . server": [
             "uv",
             "run",

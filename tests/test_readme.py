@@ -3,6 +3,7 @@ the README keeps the seed's sections, in its order, and stays short."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from websockets.sync.client import connect
 
 from tests.conftest import ROOT, InProcessServer, Served, free_port, start_server
 from tests.readme_blocks import (
@@ -118,6 +120,9 @@ def test_server_command_block(block: Block, tmp_path: Path) -> None:
     server = start_server(tmp_path, command=words, env=env, port=port)
     try:
         assert requests.get(f"{server.url}/metadata").json()["name"] == "Rooms"
+        with connect(server.ws_url) as ws:
+            ws.send(json.dumps({"type": "step", "data": {"message": "Hi"}}))
+            assert json.loads(ws.recv(timeout=10))["data"]["reward"] == 0.2
         if assignments.get("ENABLE_WEB_INTERFACE") == "true":
             assert requests.get(f"{server.url}/web/").status_code == 200
     finally:
